@@ -1,0 +1,29 @@
+//! Compiles `proto/` with protox (pure Rust, no system protoc) and writes the file
+//! descriptor set that server reflection serves.
+
+use prost::Message;
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=migrations");
+
+    let protos: Vec<PathBuf> = std::fs::read_dir("proto/portcullis/v1")?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    let mut protos: Vec<PathBuf> = protos
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "proto"))
+        .map(|p| p.strip_prefix("proto").map(PathBuf::from))
+        .collect::<Result<_, _>>()?;
+    protos.sort();
+
+    let fds = protox::compile(&protos, ["proto"])?;
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("portcullis_descriptor.bin"),
+        fds.encode_to_vec(),
+    )?;
+    tonic_prost_build::configure().compile_fds(fds)?;
+    Ok(())
+}

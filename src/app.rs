@@ -1,0 +1,276 @@
+//! Assembly: settings → store, keys, delivery, services → one listener serving gRPC and
+//! HTTP. `Application::build` binds (port 0 works, for tests) and `run_until` serves
+//! until the shutdown future resolves, letting in-flight calls finish.
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
+use secrecy::ExposeSecret;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::delivery::{self, Deliverer, MailTransport, OutboxSignal};
+use crate::domain::{Clock, CodeKey};
+use crate::grpc;
+use crate::http;
+use crate::jwt::JwtKeys;
+use crate::service::{Auth, CreatedProject};
+use crate::settings::Settings;
+use crate::store::Store;
+
+pub struct Application {
+    listener: TcpListener,
+    address: SocketAddr,
+    settings: Settings,
+    store: Store,
+    auth: Auth,
+    clock: Clock,
+    deliverer: Deliverer,
+    outbox: OutboxSignal,
+    default_project: Option<CreatedProject>,
+}
+
+/// Opens the database and applies migrations; waits a little for a database that is still
+/// starting, then gives up with the cause.
+pub async fn open_store(database_url: &str) -> anyhow::Result<Store> {
+    let store = Store::connect(database_url)?;
+    let mut tries = 0;
+    loop {
+        match store.migrate().await {
+            Ok(()) => return Ok(store),
+            Err(error) if tries < 5 => {
+                tries += 1;
+                tracing::warn!(%error, "database not ready, retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => return Err(anyhow::anyhow!("cannot open the database: {error}")),
+        }
+    }
+}
+
+/// Builds the core service over an open store.
+pub async fn build_auth(
+    store: &Store,
+    settings: &Settings,
+    clock: &Clock,
+    outbox: OutboxSignal,
+) -> anyhow::Result<Auth> {
+    let code_secret = store
+        .server_secret("login_code_hmac", || {
+            let mut secret = vec![0u8; 32];
+            getrandom::getrandom(&mut secret).expect("the operating system's random source failed");
+            secret
+        })
+        .await?;
+    let keys = JwtKeys::load_or_create(store.clone(), clock, settings.public_url.clone()).await?;
+    Ok(Auth::new(
+        store.clone(),
+        clock.clone(),
+        keys,
+        CodeKey::new(code_secret),
+        outbox,
+        settings.policy.clone(),
+    ))
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let clock = Clock::default();
+        let store = open_store(&settings.database_url).await?;
+        let outbox = OutboxSignal::default();
+        let auth = build_auth(&store, &settings, &clock, outbox.clone()).await?;
+        let default_project = auth
+            .ensure_default_project(settings.owner.as_deref())
+            .await?;
+
+        let mail = match &settings.smtp_url {
+            Some(url) => {
+                MailTransport::from_url(url.expose_secret()).map_err(anyhow::Error::msg)?
+            }
+            None => MailTransport::Folder,
+        };
+        let deliverer = Deliverer::new(
+            mail,
+            settings.mail_outbox.clone(),
+            settings.mail_from.clone(),
+        );
+
+        let listener = TcpListener::bind(&settings.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
+        let address = listener.local_addr()?;
+        Ok(Application {
+            listener,
+            address,
+            settings,
+            store,
+            auth,
+            clock,
+            deliverer,
+            outbox,
+            default_project,
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// The service clock; tests move it forward to exercise expiry.
+    pub fn clock(&self) -> Clock {
+        self.clock.clone()
+    }
+
+    /// The project created because the database was empty, if this start created one.
+    pub fn default_project(&self) -> Option<&CreatedProject> {
+        self.default_project.as_ref()
+    }
+
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    pub fn delivery_description(&self) -> String {
+        self.deliverer.describe()
+    }
+
+    /// Serves until `shutdown` resolves; then stops accepting, lets in-flight calls finish,
+    /// stops the background tasks and closes the database.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
+
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        // Report real readiness from the first answer on, not the library's default.
+        let healthy = self.store.ping().await.is_ok();
+        set_health(&health_reporter, healthy).await;
+        let health_task = tokio::spawn(watch_database(
+            self.store.clone(),
+            health_reporter,
+            healthy,
+            self.settings.health_interval,
+            stopped(),
+        ));
+        let worker = tokio::spawn(delivery::run_worker(
+            self.store.clone(),
+            self.deliverer.clone(),
+            self.clock.clone(),
+            self.outbox.clone(),
+            stopped(),
+        ));
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(grpc::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        // grpcurl 1.8 and grpcio's reflection client speak only v1alpha.
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(grpc::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        let grpc_routes = grpc::routes(self.auth.clone())
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+
+        let app: Router = http::router(self.auth.clone())
+            .merge(grpc_routes.into_axum_router())
+            .fallback(not_found);
+
+        // Without NODELAY, small gRPC responses wait on Nagle's algorithm (~40 ms stalls).
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        tracing::info!(address = %self.address, "serving gRPC and HTTP");
+        let server = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+        });
+        let result = server.await;
+        let _ = stop_tx.send(true);
+        let _ = tokio::join!(health_task, worker);
+        self.store.close().await;
+        result.map_err(Into::into)
+    }
+}
+
+/// Unknown paths: a gRPC "unimplemented" for gRPC clients, a plain 404 for everyone else.
+async fn not_found(request: Request<Body>) -> Response {
+    let is_grpc = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if is_grpc {
+        tonic::Status::unimplemented(format!("no such method: {}", request.uri().path()))
+            .into_http()
+    } else {
+        (StatusCode::NOT_FOUND, "not found\n").into_response()
+    }
+}
+
+async fn set_health(reporter: &HealthReporter, healthy: bool) {
+    let status = if healthy {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    reporter.set_service_status("", status).await;
+    for name in grpc::SERVICE_NAMES {
+        reporter.set_service_status(*name, status).await;
+    }
+}
+
+/// Pings the database every `interval` and reports every service NOT_SERVING while it
+/// does not answer, SERVING again once it does.
+async fn watch_database(
+    store: Store,
+    reporter: HealthReporter,
+    mut healthy: bool,
+    interval: Duration,
+    stopped: impl Future<Output = ()>,
+) {
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let now_healthy = matches!(
+            tokio::time::timeout(Duration::from_secs(2), store.ping()).await,
+            Ok(Ok(()))
+        );
+        if now_healthy != healthy {
+            if now_healthy {
+                tracing::info!("database reachable again: SERVING");
+            } else {
+                tracing::warn!("database unreachable: NOT_SERVING");
+            }
+            set_health(&reporter, now_healthy).await;
+            healthy = now_healthy;
+        }
+    }
+}

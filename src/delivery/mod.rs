@@ -1,0 +1,168 @@
+//! Delivery of mails and texts. Operations only queue messages in the `outbox` table, in
+//! the same transaction as the change that caused them; the worker here sends them, with
+//! retries and backoff, so delivery survives restarts and SMTP outages.
+
+mod mail;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+use crate::domain::Clock;
+use crate::store::{Channel, OutboxMessage, Store};
+
+pub use mail::{MailTransport, build_message};
+
+/// Sends one message for real, or writes it into the outbox folder.
+#[derive(Clone)]
+pub struct Deliverer {
+    mail: MailTransport,
+    /// Where texts go while no SMS webhook is configured, and mails in folder mode.
+    outbox_dir: PathBuf,
+    default_sender: String,
+}
+
+impl Deliverer {
+    pub fn new(mail: MailTransport, outbox_dir: PathBuf, default_sender: String) -> Deliverer {
+        Deliverer {
+            mail,
+            outbox_dir,
+            default_sender,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match &self.mail {
+            MailTransport::Smtp(_) => "mail is sent through SMTP".to_owned(),
+            MailTransport::Folder => format!(
+                "no SMTP server configured: mail is written as .eml files to {}",
+                self.outbox_dir.display()
+            ),
+        }
+    }
+
+    async fn deliver(&self, message: &OutboxMessage) -> Result<(), String> {
+        match message.channel {
+            Channel::Email => {
+                let sender = message.sender.as_deref().unwrap_or(&self.default_sender);
+                let mail =
+                    build_message(sender, &message.recipient, &message.subject, &message.body)?;
+                match &self.mail {
+                    MailTransport::Smtp(transport) => mail::send(transport, mail).await,
+                    MailTransport::Folder => {
+                        self.write_file(message, "eml", &mail.formatted()).await
+                    }
+                }
+            }
+            Channel::Sms => {
+                let text = format!("To: {}\n\n{}\n", message.recipient, message.body);
+                self.write_file(message, "sms.txt", text.as_bytes()).await
+            }
+        }
+    }
+
+    async fn write_file(
+        &self,
+        message: &OutboxMessage,
+        extension: &str,
+        bytes: &[u8],
+    ) -> Result<(), String> {
+        tokio::fs::create_dir_all(&self.outbox_dir)
+            .await
+            .map_err(|e| format!("cannot create {}: {e}", self.outbox_dir.display()))?;
+        let recipient: String = message
+            .recipient
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "@.+-_".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = self
+            .outbox_dir
+            .join(format!("{:010}-{recipient}.{extension}", message.id));
+        // Write then rename, so a reader never sees half a message.
+        let partial = path.with_extension("partial");
+        tokio::fs::write(&partial, bytes)
+            .await
+            .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+        tokio::fs::rename(&partial, &path)
+            .await
+            .map_err(|e| format!("cannot rename {}: {e}", path.display()))
+    }
+}
+
+/// Wakes the worker as soon as a message is queued, instead of at its next tick.
+#[derive(Clone, Default)]
+pub struct OutboxSignal(Arc<Notify>);
+
+impl OutboxSignal {
+    pub fn notify(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// Seconds before the next try after `attempts` failures: 5 s doubling, at most an hour.
+pub fn backoff_seconds(attempts: i64) -> i64 {
+    (5i64 << attempts.clamp(0, 10)).min(3600)
+}
+
+/// Runs until `shutdown` resolves, sending what is due.
+pub async fn run_worker(
+    store: Store,
+    deliverer: Deliverer,
+    clock: Clock,
+    signal: OutboxSignal,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    const LEASE_SECONDS: i64 = 60;
+    tokio::pin!(shutdown);
+    loop {
+        match store
+            .lease_due_messages(clock.now(), LEASE_SECONDS, 32)
+            .await
+        {
+            Ok(messages) => {
+                for message in messages {
+                    let outcome = deliverer.deliver(&message).await;
+                    let recorded = match outcome {
+                        Ok(()) => store.mark_message_sent(message.id, clock.now()).await,
+                        Err(error) => {
+                            tracing::warn!(id = message.id, channel = message.channel.as_str(), %error, "delivery failed, will retry");
+                            let retry_at = clock.now() + backoff_seconds(message.attempts);
+                            store
+                                .mark_message_failed(message.id, retry_at, &error)
+                                .await
+                        }
+                    };
+                    if let Err(error) = recorded {
+                        tracing::warn!(id = message.id, %error, "could not record delivery outcome");
+                    }
+                }
+            }
+            Err(error) => tracing::debug!(%error, "outbox poll failed"),
+        }
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = signal.0.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped_at_an_hour() {
+        assert_eq!(backoff_seconds(0), 5);
+        assert_eq!(backoff_seconds(1), 10);
+        assert_eq!(backoff_seconds(3), 40);
+        assert_eq!(backoff_seconds(50), 3600);
+    }
+}

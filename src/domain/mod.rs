@@ -1,0 +1,15 @@
+//! Domain types and rules: parsed names, secrets, codes and the clock. Plain Rust, no I/O.
+
+mod clock;
+mod code;
+mod name;
+mod secret;
+
+pub use clock::Clock;
+pub use code::{CodeKey, LoginCode};
+pub use name::{Email, Name, Phone};
+pub use secret::{SecretToken, TokenHash, TokenKind};
+
+/// The largest token or code any request may carry; longer input is refused before any
+/// lookup so oversized values never reach the database.
+pub const MAX_TOKEN_LEN: usize = 4096;

@@ -1,0 +1,112 @@
+//! The one error type every operation returns, and its mapping to gRPC status codes.
+//! Clients see stable, actionable messages; internal causes are logged, never returned.
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Malformed, missing or oversized input. Nothing was written.
+    #[error("{field} {message}")]
+    InvalidArgument {
+        field: &'static str,
+        message: String,
+    },
+
+    /// The credential is missing, unknown, expired or wrong.
+    #[error("{0}")]
+    Unauthenticated(String),
+
+    /// The caller is known but may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
+
+    #[error("{0}")]
+    NotFound(String),
+
+    #[error("{0}")]
+    AlreadyExists(String),
+
+    /// The request is well-formed but the state does not allow it (expired, used up,
+    /// disabled by the project).
+    #[error("{0}")]
+    FailedPrecondition(String),
+
+    /// Too many requests; the client may retry after the given number of seconds.
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after_seconds: i64,
+    },
+
+    /// The database or another dependency cannot be reached right now.
+    #[error("the service is temporarily unavailable, retry shortly")]
+    Unavailable(#[source] StoreError),
+
+    #[error("an internal error occurred")]
+    Internal(#[source] anyhow::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Error {
+        Error::InvalidArgument {
+            field,
+            message: message.into(),
+        }
+    }
+
+    pub fn unauthenticated(message: impl Into<String>) -> Error {
+        Error::Unauthenticated(message.into())
+    }
+
+    pub fn failed_precondition(message: impl Into<String>) -> Error {
+        Error::FailedPrecondition(message.into())
+    }
+
+    /// Logs what the client will not see: internal causes with their chain.
+    fn log(&self) {
+        match self {
+            Error::Unavailable(cause) => tracing::warn!(error = %cause, "dependency unavailable"),
+            Error::Internal(cause) => tracing::error!(error = ?cause, "internal error"),
+            _ => {}
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(error: StoreError) -> Error {
+        match error {
+            StoreError::Unavailable(_) => Error::Unavailable(error),
+            other => Error::Internal(other.into()),
+        }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(error: Error) -> tonic::Status {
+        use tonic::Code;
+        error.log();
+        let code = match &error {
+            Error::InvalidArgument { .. } => Code::InvalidArgument,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
+            Error::NotFound(_) => Code::NotFound,
+            Error::AlreadyExists(_) => Code::AlreadyExists,
+            Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::TooManyRequests { .. } => Code::ResourceExhausted,
+            Error::Unavailable(_) => Code::Unavailable,
+            Error::Internal(_) => Code::Internal,
+        };
+        let mut status = tonic::Status::new(code, error.to_string());
+        if let Error::TooManyRequests {
+            retry_after_seconds,
+            ..
+        } = &error
+            && let Ok(value) = retry_after_seconds.to_string().parse()
+        {
+            status.metadata_mut().insert("retry-after", value);
+        }
+        status
+    }
+}

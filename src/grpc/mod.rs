@@ -1,0 +1,74 @@
+//! gRPC transport: decode the request, call one `Auth` operation, encode the answer.
+//! Errors become `tonic::Status` through `From<Error>` in `error.rs`.
+
+mod authentication;
+mod verification;
+
+use tonic::Request;
+use tonic::service::Routes;
+
+use crate::error::Error;
+use crate::service::{Auth, IssuedSession};
+
+pub use authentication::AuthenticationApi;
+pub use verification::VerificationApi;
+
+/// Generated messages, clients and servers of `proto/portcullis/v1`.
+pub mod pb {
+    tonic::include_proto!("portcullis.v1");
+}
+
+/// The encoded descriptors of every proto file, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("portcullis_descriptor");
+
+/// Names of the services this server implements, as health checks know them.
+pub const SERVICE_NAMES: &[&str] = &[
+    "portcullis.v1.AuthenticationService",
+    "portcullis.v1.VerificationService",
+];
+
+/// The portcullis.v1 services.
+pub fn routes(auth: Auth) -> Routes {
+    Routes::new(
+        pb::authentication_service_server::AuthenticationServiceServer::new(
+            AuthenticationApi::new(auth.clone()),
+        ),
+    )
+    .add_service(
+        pb::verification_service_server::VerificationServiceServer::new(VerificationApi::new(auth)),
+    )
+}
+
+/// The token in `authorization: Bearer <token>` metadata.
+fn bearer<T>(request: &Request<T>) -> Result<String, Error> {
+    let value = request.metadata().get("authorization").ok_or_else(|| {
+        Error::unauthenticated("missing credentials: send `authorization: Bearer <token>` metadata")
+    })?;
+    let value = value
+        .to_str()
+        .map_err(|_| Error::unauthenticated("the authorization metadata is not valid text"))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or_else(|| {
+            Error::unauthenticated("the authorization metadata must read `Bearer <token>`")
+        })?;
+    Ok(token.trim().to_owned())
+}
+
+fn session_message(session: IssuedSession) -> pb::Session {
+    pb::Session {
+        token: session.token,
+        json_web_token: Some(pb::JsonWebToken {
+            token: session.jwt,
+            expiration_date: Some(prost_types::Timestamp {
+                seconds: session.jwt_expires_at,
+                nanos: 0,
+            }),
+        }),
+        user_id: session.user_id,
+        uid: session.uid,
+        encrypted: session.encrypted,
+        encryption_text: session.encryption_text.unwrap_or_default(),
+    }
+}

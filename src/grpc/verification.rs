@@ -1,0 +1,32 @@
+//! `portcullis.v1.VerificationService`.
+
+use tonic::{Request, Response, Status};
+
+use super::pb::verification_service_server::VerificationService;
+use super::pb::*;
+use super::session_message;
+use crate::service::Auth;
+
+pub struct VerificationApi {
+    auth: Auth,
+}
+
+impl VerificationApi {
+    pub fn new(auth: Auth) -> Self {
+        VerificationApi { auth }
+    }
+}
+
+#[tonic::async_trait]
+impl VerificationService for VerificationApi {
+    async fn confirm(
+        &self,
+        request: Request<ConfirmRequest>,
+    ) -> Result<Response<ConfirmResponse>, Status> {
+        let body = request.get_ref();
+        let session = self.auth.confirm(&body.code, &body.code_token).await?;
+        Ok(Response::new(ConfirmResponse {
+            session: Some(session_message(session)),
+        }))
+    }
+}

@@ -1,0 +1,26 @@
+//! Plain HTTP routes on the service's listener: the JWKS now, the JSON shim later.
+
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+
+use crate::service::Auth;
+
+pub fn router(auth: Auth) -> Router {
+    Router::new()
+        .route("/.well-known/jwks.json", get(jwks))
+        .with_state(auth)
+}
+
+/// Public keys for verifying issued JWTs locally; cacheable for a few minutes.
+async fn jwks(State(auth): State<Auth>) -> impl IntoResponse {
+    (
+        [(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=300"),
+        )],
+        Json(auth.keys().jwks()),
+    )
+}

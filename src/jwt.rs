@@ -1,0 +1,242 @@
+//! JWTs issued beside sessions: Ed25519 (EdDSA) signatures, `kid` in the header, public
+//! keys published as a JWKS. Keys are generated on first start and kept in the database
+//! so every replica signs and verifies with the same set.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::SigningKey;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::domain::Clock;
+use crate::store::{SigningKeyRecord, Store, StoreResult};
+
+/// PKCS#8 v1 wrapping of an Ed25519 seed (RFC 8410): this prefix, then the 32 seed bytes.
+const ED25519_PKCS8_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// Claims of a session JWT.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    /// The project id: the audience the token is meant for.
+    pub aud: String,
+    /// The user's uid.
+    pub sub: String,
+    pub iat: i64,
+    pub exp: i64,
+    /// The session this token was issued beside; revoking the session revokes the token.
+    pub sid: String,
+}
+
+struct Key {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    public_key: Vec<u8>,
+}
+
+struct KeySet {
+    /// The key new tokens are signed with.
+    active_kid: String,
+    keys: HashMap<String, Key>,
+}
+
+#[derive(Clone)]
+pub struct JwtKeys {
+    store: Store,
+    issuer: String,
+    keys: Arc<RwLock<KeySet>>,
+    last_reload: Arc<Mutex<Option<Instant>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JwtError {
+    #[error("not a valid token")]
+    Invalid,
+    #[error("signing failed: {0}")]
+    Signing(#[from] jsonwebtoken::errors::Error),
+}
+
+impl JwtKeys {
+    /// Loads the signing keys, generating the first one if there is none.
+    pub async fn load_or_create(
+        store: Store,
+        clock: &Clock,
+        issuer: String,
+    ) -> StoreResult<JwtKeys> {
+        let mut records = store.signing_keys().await?;
+        if records.is_empty() {
+            store.insert_signing_key(&generate_key(clock.now())).await?;
+            records = store.signing_keys().await?;
+        }
+        let keys = Arc::new(RwLock::new(key_set(&records)));
+        Ok(JwtKeys {
+            store,
+            issuer,
+            keys,
+            last_reload: Arc::default(),
+        })
+    }
+
+    /// Re-reads the keys when a token names a kid another replica created; at most once
+    /// per ten seconds, so garbage kids cannot turn into database load.
+    pub async fn reload_if_stale(&self) -> StoreResult<()> {
+        {
+            let mut last = self.last_reload.lock().expect("reload lock poisoned");
+            if last.is_some_and(|at| at.elapsed() < Duration::from_secs(10)) {
+                return Ok(());
+            }
+            *last = Some(Instant::now());
+        }
+        let records = self.store.signing_keys().await?;
+        if !records.is_empty() {
+            *self.keys.write().expect("key lock poisoned") = key_set(&records);
+        }
+        Ok(())
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn sign(&self, claims: &Claims) -> Result<String, JwtError> {
+        let keys = self.keys.read().expect("key lock poisoned");
+        let key = &keys.keys[&keys.active_kid];
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(keys.active_kid.clone());
+        Ok(jsonwebtoken::encode(&header, claims, &key.encoding)?)
+    }
+
+    /// Checks signature, issuer and algorithm. Expiry is left to the caller, which judges it
+    /// against the service clock. `Err(Invalid)` also covers unknown kids.
+    pub fn verify(&self, token: &str) -> Result<Claims, JwtError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Invalid)?;
+        let kid = header.kid.ok_or(JwtError::Invalid)?;
+        let keys = self.keys.read().expect("key lock poisoned");
+        let key = keys.keys.get(&kid).ok_or(JwtError::Invalid)?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+        jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
+            .map(|data| data.claims)
+            .map_err(|_| JwtError::Invalid)
+    }
+
+    /// Whether the token's header names a key this process does not know.
+    pub fn has_unknown_kid(&self, token: &str) -> bool {
+        match jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid) {
+            Some(kid) => !self
+                .keys
+                .read()
+                .expect("key lock poisoned")
+                .keys
+                .contains_key(&kid),
+            None => false,
+        }
+    }
+
+    /// The public keys as a JSON Web Key Set.
+    pub fn jwks(&self) -> serde_json::Value {
+        let keys = self.keys.read().expect("key lock poisoned");
+        let mut kids: Vec<&String> = keys.keys.keys().collect();
+        kids.sort();
+        let jwks: Vec<serde_json::Value> = kids
+            .into_iter()
+            .map(|kid| {
+                serde_json::json!({
+                    "kty": "OKP",
+                    "crv": "Ed25519",
+                    "alg": "EdDSA",
+                    "use": "sig",
+                    "kid": kid,
+                    "x": URL_SAFE_NO_PAD.encode(&keys.keys[kid].public_key),
+                })
+            })
+            .collect();
+        serde_json::json!({ "keys": jwks })
+    }
+}
+
+fn generate_key(now: i64) -> SigningKeyRecord {
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).expect("the operating system's random source failed");
+    let signing = SigningKey::from_bytes(&seed);
+    let public_key = signing.verifying_key().to_bytes().to_vec();
+    let mut kid_bytes = [0u8; 12];
+    getrandom::getrandom(&mut kid_bytes).expect("the operating system's random source failed");
+    SigningKeyRecord {
+        kid: URL_SAFE_NO_PAD.encode(kid_bytes),
+        private_key: seed.to_vec(),
+        public_key,
+        created_at: now,
+    }
+}
+
+fn key_set(records: &[SigningKeyRecord]) -> KeySet {
+    // Records come newest first; the newest signs.
+    let keys = records
+        .iter()
+        .map(|record| {
+            let mut der = ED25519_PKCS8_PREFIX.to_vec();
+            der.extend_from_slice(&record.private_key);
+            let key = Key {
+                encoding: EncodingKey::from_ed_der(&der),
+                decoding: DecodingKey::from_ed_der(&record.public_key),
+                public_key: record.public_key.clone(),
+            };
+            (record.kid.clone(), key)
+        })
+        .collect();
+    KeySet {
+        active_kid: records[0].kid.clone(),
+        keys,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys_for(records: &[SigningKeyRecord]) -> KeySet {
+        key_set(records)
+    }
+
+    #[test]
+    fn a_signed_token_verifies_and_a_tampered_one_does_not() {
+        let record = generate_key(0);
+        let set = keys_for(std::slice::from_ref(&record));
+        let key = &set.keys[&record.kid];
+        let claims = Claims {
+            iss: "https://auth.test".into(),
+            aud: "p".into(),
+            sub: "u".into(),
+            iat: 1,
+            exp: 2,
+            sid: "s".into(),
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(record.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &key.encoding).unwrap();
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        assert!(jsonwebtoken::decode::<Claims>(&token, &key.decoding, &validation).is_ok());
+
+        let other = generate_key(0);
+        let other_set = keys_for(std::slice::from_ref(&other));
+        assert!(
+            jsonwebtoken::decode::<Claims>(
+                &token,
+                &other_set.keys[&other.kid].decoding,
+                &validation
+            )
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,106 @@
+//! The `portcullis` binary: `serve` (default), `migrate`, `project create`.
+
+use clap::Parser;
+use portcullis::app::{Application, build_auth, open_store};
+use portcullis::delivery::OutboxSignal;
+use portcullis::domain::Clock;
+use portcullis::settings::{Cli, Command, ProjectCommand};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = cli.settings.resolve()?;
+    init_tracing(settings.log_json);
+
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(settings).await,
+        Command::Migrate => {
+            open_store(&settings.database_url).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Project(ProjectCommand::Create {
+            name,
+            owner,
+            anonymous,
+            recovery,
+        }) => {
+            let store = open_store(&settings.database_url).await?;
+            let auth = build_auth(
+                &store,
+                &settings,
+                &Clock::default(),
+                OutboxSignal::default(),
+            )
+            .await?;
+            let project = auth
+                .create_project(&name, owner.as_deref(), anonymous, recovery)
+                .await?;
+            println!("{}", serde_json::to_string(&project)?);
+            Ok(())
+        }
+    }
+}
+
+async fn serve(settings: portcullis::Settings) -> anyhow::Result<()> {
+    let app = Application::build(settings).await?;
+    tracing::info!("{}", app.delivery_description());
+    if let Some(project) = app.default_project() {
+        print_first_start(project, &app.address().to_string());
+    }
+    app.run_until(shutdown_signal()).await
+}
+
+/// Printed once, on the start that created the default project: the tokens are not
+/// shown again (only a hash of the admin token is kept).
+fn print_first_start(project: &portcullis::service::CreatedProject, address: &str) {
+    println!(
+        "\nCreated the default project (shown once; keep the admin token secret):\n\
+         \n  project_id:  {}\n  app_token:   {}\n  admin_token: {}\n  owner:       {}\n\
+         \nTry it:\n  grpcurl -plaintext -H 'authorization: Bearer {}' -d '{{\"name\":\"you@example.com\"}}' \\\n    {} portcullis.v1.AuthenticationService/Authenticate\n",
+        project.project_id,
+        project.app_token,
+        project.admin_token,
+        project
+            .owner
+            .as_deref()
+            .unwrap_or("(none: set PORTCULLIS_OWNER on first start)"),
+        project.app_token,
+        address,
+    );
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

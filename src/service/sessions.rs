@@ -1,0 +1,176 @@
+//! Sessions: issuing them (opaque token + JWT), authorizing tokens, logout, user info.
+
+use super::{Auth, parse_token};
+use crate::domain::{MAX_TOKEN_LEN, SecretToken, TokenHash, TokenKind};
+use crate::error::{Error, Result};
+use crate::jwt::Claims;
+use crate::store::{NewSession, SessionUser, Tx, UserRecord};
+
+/// A new session as handed to the client.
+#[derive(Debug)]
+pub struct IssuedSession {
+    /// The opaque USER_TOKEN.
+    pub token: String,
+    pub jwt: String,
+    pub jwt_expires_at: i64,
+    pub user_id: i64,
+    pub uid: String,
+    pub encrypted: bool,
+    pub encryption_text: Option<String>,
+}
+
+/// Who a token belongs to. Anything invalid is `Public`, not an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authorization {
+    Public,
+    User {
+        id: i64,
+        uid: String,
+        name: Option<String>,
+        root: bool,
+        project_id: String,
+        /// When the token stops working (the JWT's `exp`, or the session's end).
+        expires_at: i64,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct UserInfo {
+    pub id: i64,
+    pub uid: String,
+    pub name: Option<String>,
+    pub encrypted: bool,
+    pub encryption_text: Option<String>,
+}
+
+impl From<UserRecord> for UserInfo {
+    fn from(user: UserRecord) -> UserInfo {
+        UserInfo {
+            id: user.id,
+            uid: user.uid,
+            name: user.name,
+            encrypted: user.encrypted,
+            encryption_text: user.encryption_text,
+        }
+    }
+}
+
+impl Auth {
+    /// Opens a session for `user` inside the caller's transaction.
+    pub(super) async fn open_session(
+        &self,
+        tx: &mut Tx,
+        user: &UserRecord,
+        now: i64,
+    ) -> Result<IssuedSession> {
+        let policy = &self.inner.policy;
+        let token = SecretToken::generate(TokenKind::User);
+        let session_id = uuid::Uuid::new_v4().to_string();
+        let expires_at = now + policy.session_ttl_seconds;
+        tx.insert_session(&NewSession {
+            id: session_id.clone(),
+            token_hash: token.hash().0,
+            user_id: user.id,
+            created_at: now,
+            expires_at,
+        })
+        .await?;
+        let jwt_expires_at = (now + policy.jwt_ttl_seconds).min(expires_at);
+        let claims = Claims {
+            iss: self.keys().issuer().to_owned(),
+            aud: user.project_id.clone(),
+            sub: user.uid.clone(),
+            iat: now,
+            exp: jwt_expires_at,
+            sid: session_id,
+        };
+        let jwt = self
+            .keys()
+            .sign(&claims)
+            .map_err(|e| Error::Internal(e.into()))?;
+        Ok(IssuedSession {
+            token: token.into_string(),
+            jwt,
+            jwt_expires_at,
+            user_id: user.id,
+            uid: user.uid.clone(),
+            encrypted: user.encrypted,
+            encryption_text: user.encryption_text.clone(),
+        })
+    }
+
+    /// The hot path: who does this token (USER_TOKEN or JWT) belong to? Never writes.
+    pub async fn authorize(&self, token: &str) -> Result<Authorization> {
+        Ok(match self.live_session(token).await? {
+            Some((session, expires_at)) => Authorization::User {
+                id: session.user.id,
+                uid: session.user.uid,
+                name: session.user.name,
+                root: session.user.root,
+                project_id: session.user.project_id,
+                expires_at,
+            },
+            None => Authorization::Public,
+        })
+    }
+
+    /// Revokes the session the token belongs to, and only that one.
+    pub async fn logout(&self, token: &str) -> Result<()> {
+        let session = self.require_session(token).await?;
+        self.store().delete_session(&session.session_id).await?;
+        Ok(())
+    }
+
+    pub async fn get_user(&self, token: &str) -> Result<UserInfo> {
+        Ok(self.require_session(token).await?.user.into())
+    }
+
+    async fn require_session(&self, token: &str) -> Result<SessionUser> {
+        parse_token(token, "user token")?;
+        self.live_session(token)
+            .await?
+            .map(|(session, _)| session)
+            .ok_or_else(|| Error::unauthenticated("invalid, expired or revoked user token"))
+    }
+
+    /// Resolves a USER_TOKEN or a JWT to its live session and the time the token stops
+    /// working; `None` for anything else.
+    async fn live_session(&self, token: &str) -> Result<Option<(SessionUser, i64)>> {
+        let token = token.trim();
+        if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+            return Ok(None);
+        }
+        let now = self.now();
+        if TokenKind::of(token) == Some(TokenKind::User) {
+            let session = self
+                .store()
+                .session_by_token_hash(TokenHash::of(token).as_bytes(), now)
+                .await?;
+            return Ok(session.map(|s| {
+                let expires_at = s.expires_at;
+                (s, expires_at)
+            }));
+        }
+        if !looks_like_jwt(token) {
+            return Ok(None);
+        }
+        if self.keys().has_unknown_kid(token) {
+            // Another replica may have added a key; the reload is rate-limited inside.
+            self.keys().reload_if_stale().await?;
+        }
+        let Ok(claims) = self.keys().verify(token) else {
+            return Ok(None);
+        };
+        if claims.exp <= now {
+            return Ok(None);
+        }
+        let session = self.store().session_by_id(&claims.sid, now).await?;
+        Ok(session
+            .filter(|s| s.user.uid == claims.sub && s.user.project_id == claims.aud)
+            .map(|s| (s, claims.exp)))
+    }
+}
+
+fn looks_like_jwt(token: &str) -> bool {
+    token.starts_with("eyJ") && token.bytes().filter(|&b| b == b'.').count() == 2
+}

@@ -1,0 +1,245 @@
+//! Command line and settings. Each setting comes from a flag, else a `PORTCULLIS_*`
+//! environment variable, else the TOML file given by `--config`, else its default.
+
+use clap::{Args, Parser, Subcommand};
+use secrecy::SecretString;
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::service::Policy;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Self-hosted authentication service: gRPC first, with a JSON/HTTP shim"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the service (the default when no command is given).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage projects.
+    #[command(subcommand)]
+    Project(ProjectCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProjectCommand {
+    /// Create a project and print its id and tokens as one JSON object.
+    Create {
+        /// The project's display name (shown in mails and on hosted pages).
+        #[arg(long)]
+        name: String,
+        /// The owner's email: becomes the project's root user.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Allow logins without a name (anonymous users).
+        #[arg(long)]
+        anonymous: bool,
+        /// Allow users to fetch recovery tokens.
+        #[arg(long)]
+        recovery: bool,
+    },
+}
+
+/// Settings as given on the command line or in the environment. `None` means "not given
+/// here": the TOML file, then the default, decides.
+#[derive(Args, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SettingsArgs {
+    /// TOML file with any of the settings below (keys as the long flags, with underscores).
+    #[arg(long, env = "PORTCULLIS_CONFIG", global = true)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, for gRPC and HTTP alike [default: 127.0.0.1:8080]
+    #[arg(long, env = "PORTCULLIS_LISTEN", global = true)]
+    pub listen: Option<String>,
+    /// sqlite://FILE (created if missing) or postgres://USER@HOST/DB [default: sqlite://portcullis.db]
+    #[arg(long, env = "PORTCULLIS_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// SMTP server, e.g. smtp://user:pass@host:587?tls=required (STARTTLS) or smtps://user:pass@host:465.
+    /// Without it, mail is written to the outbox folder.
+    #[arg(
+        long,
+        env = "PORTCULLIS_SMTP_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    pub smtp_url: Option<String>,
+    /// Sender of mails, e.g. "Acme <login@acme.test>" [default: Portcullis <no-reply@localhost>]
+    #[arg(long, env = "PORTCULLIS_MAIL_FROM", global = true)]
+    pub mail_from: Option<String>,
+    /// Folder where mails (.eml) and texts are written while no SMTP server is configured [default: ./mail-outbox]
+    #[arg(long, env = "PORTCULLIS_MAIL_OUTBOX", global = true)]
+    pub mail_outbox: Option<PathBuf>,
+    /// Public base URL of this service: base of links in mails, and the JWT issuer [default: http://LISTEN]
+    #[arg(long, env = "PORTCULLIS_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
+    /// Owner (root user) of the default project created on first start.
+    #[arg(long, env = "PORTCULLIS_OWNER", global = true)]
+    pub owner: Option<String>,
+    /// Lifetime of a session (the USER_TOKEN), in seconds [default: 2592000, 30 days]
+    #[arg(long, env = "PORTCULLIS_SESSION_TTL", global = true)]
+    pub session_ttl: Option<i64>,
+    /// Lifetime of a JWT issued beside a session, in seconds [default: 3600]
+    #[arg(long, env = "PORTCULLIS_JWT_TTL", global = true)]
+    pub jwt_ttl: Option<i64>,
+    /// How often the database is checked for the health service, in milliseconds [default: 2000]
+    #[arg(long, env = "PORTCULLIS_HEALTH_INTERVAL_MS", global = true)]
+    pub health_interval_ms: Option<u64>,
+    /// Log format: "text" or "json" [default: text]
+    #[arg(long, env = "PORTCULLIS_LOG_FORMAT", global = true)]
+    pub log_format: Option<String>,
+}
+
+/// Settings with every default applied.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: String,
+    pub database_url: String,
+    pub smtp_url: Option<SecretString>,
+    pub mail_from: String,
+    pub mail_outbox: PathBuf,
+    pub public_url: String,
+    pub owner: Option<String>,
+    pub health_interval: Duration,
+    pub log_json: bool,
+    pub policy: Policy,
+}
+
+impl SettingsArgs {
+    /// Fills what flags and environment left open from the TOML file, then defaults.
+    pub fn resolve(self) -> anyhow::Result<Settings> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("cannot read config file {}: {e}", path.display())
+                })?;
+                toml::from_str::<SettingsArgs>(&text)
+                    .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))?
+            }
+            None => SettingsArgs::default(),
+        };
+        let listen = self
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let public_url = self
+            .public_url
+            .or(file.public_url)
+            .unwrap_or_else(|| format!("http://{listen}"))
+            .trim_end_matches('/')
+            .to_owned();
+        let defaults = Policy::default();
+        let log_format = self
+            .log_format
+            .or(file.log_format)
+            .unwrap_or_else(|| "text".into());
+        if log_format != "text" && log_format != "json" {
+            anyhow::bail!("log format must be \"text\" or \"json\", not {log_format:?}");
+        }
+        let policy = Policy {
+            session_ttl_seconds: positive("session TTL", self.session_ttl.or(file.session_ttl))?
+                .unwrap_or(defaults.session_ttl_seconds),
+            jwt_ttl_seconds: positive("JWT TTL", self.jwt_ttl.or(file.jwt_ttl))?
+                .unwrap_or(defaults.jwt_ttl_seconds),
+            ..defaults
+        };
+        Ok(Settings {
+            listen,
+            database_url: self
+                .database_url
+                .or(file.database_url)
+                .unwrap_or_else(|| "sqlite://portcullis.db".into()),
+            smtp_url: self.smtp_url.or(file.smtp_url).map(SecretString::from),
+            mail_from: self
+                .mail_from
+                .or(file.mail_from)
+                .unwrap_or_else(|| "Portcullis <no-reply@localhost>".into()),
+            mail_outbox: self
+                .mail_outbox
+                .or(file.mail_outbox)
+                .unwrap_or_else(|| "mail-outbox".into()),
+            public_url,
+            owner: self.owner.or(file.owner),
+            health_interval: Duration::from_millis(
+                self.health_interval_ms
+                    .or(file.health_interval_ms)
+                    .unwrap_or(2000)
+                    .max(50),
+            ),
+            log_json: log_format == "json",
+            policy,
+        })
+    }
+}
+
+fn positive(what: &str, value: Option<i64>) -> anyhow::Result<Option<i64>> {
+    match value {
+        Some(v) if v <= 0 => anyhow::bail!("{what} must be a positive number of seconds"),
+        other => Ok(other),
+    }
+}
+
+impl Settings {
+    /// Settings for tests and embedding: defaults, with the given database.
+    pub fn for_database(database_url: &str) -> Settings {
+        SettingsArgs {
+            database_url: Some(database_url.into()),
+            listen: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .expect("defaults are valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("portcullis.toml");
+        std::fs::write(
+            &path,
+            "listen = \"0.0.0.0:9000\"\nmail_from = \"Acme <a@acme.test>\"\n",
+        )
+        .unwrap();
+        let args = SettingsArgs {
+            config: Some(path),
+            listen: Some("127.0.0.1:7000".into()),
+            ..Default::default()
+        };
+        let settings = args.resolve().unwrap();
+        assert_eq!(settings.listen, "127.0.0.1:7000");
+        assert_eq!(settings.mail_from, "Acme <a@acme.test>");
+        assert_eq!(settings.database_url, "sqlite://portcullis.db");
+        assert_eq!(settings.public_url, "http://127.0.0.1:7000");
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("portcullis.toml");
+        std::fs::write(&path, "lisen = \"0.0.0.0:9000\"\n").unwrap();
+        let error = SettingsArgs {
+            config: Some(path),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(error.to_string().contains("lisen"), "{error}");
+    }
+}
