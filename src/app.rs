@@ -59,6 +59,7 @@ pub async fn open_store(database_url: &str) -> anyhow::Result<Store> {
 pub async fn build_auth(
     store: &Store,
     settings: &Settings,
+    public_url: String,
     clock: &Clock,
     outbox: OutboxSignal,
 ) -> anyhow::Result<Auth> {
@@ -69,7 +70,7 @@ pub async fn build_auth(
             secret
         })
         .await?;
-    let keys = JwtKeys::load_or_create(store.clone(), clock, settings.public_url.clone()).await?;
+    let keys = JwtKeys::load_or_create(store.clone(), clock, public_url).await?;
     Ok(Auth::new(
         store.clone(),
         clock.clone(),
@@ -82,10 +83,15 @@ pub async fn build_auth(
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let listener = TcpListener::bind(&settings.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
+        let address = listener.local_addr()?;
         let clock = Clock::default();
         let store = open_store(&settings.database_url).await?;
         let outbox = OutboxSignal::default();
-        let auth = build_auth(&store, &settings, &clock, outbox.clone()).await?;
+        let public_url = settings.public_url_for(&address.to_string());
+        let auth = build_auth(&store, &settings, public_url, &clock, outbox.clone()).await?;
         let default_project = auth
             .ensure_default_project(settings.owner.as_deref())
             .await?;
@@ -102,10 +108,6 @@ impl Application {
             settings.mail_from.clone(),
         );
 
-        let listener = TcpListener::bind(&settings.listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
-        let address = listener.local_addr()?;
         Ok(Application {
             listener,
             address,

@@ -27,9 +27,11 @@ async fn main() -> anyhow::Result<()> {
             recovery,
         }) => {
             let store = open_store(&settings.database_url).await?;
+            let public_url = settings.public_url_for(&settings.listen);
             let auth = build_auth(
                 &store,
                 &settings,
+                public_url,
                 &Clock::default(),
                 OutboxSignal::default(),
             )

@@ -110,7 +110,8 @@ pub struct Settings {
     pub smtp_url: Option<SecretString>,
     pub mail_from: String,
     pub mail_outbox: PathBuf,
-    pub public_url: String,
+    /// `None`: `http://` + the address actually bound (known only after binding).
+    pub public_url: Option<String>,
     pub owner: Option<String>,
     pub health_interval: Duration,
     pub log_json: bool,
@@ -137,9 +138,7 @@ impl SettingsArgs {
         let public_url = self
             .public_url
             .or(file.public_url)
-            .unwrap_or_else(|| format!("http://{listen}"))
-            .trim_end_matches('/')
-            .to_owned();
+            .map(|url| url.trim_end_matches('/').to_owned());
         let defaults = Policy::default();
         let log_format = self
             .log_format
@@ -192,6 +191,13 @@ fn positive(what: &str, value: Option<i64>) -> anyhow::Result<Option<i64>> {
 }
 
 impl Settings {
+    /// The public base URL: as configured, else derived from the bound address.
+    pub fn public_url_for(&self, bound: &str) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{bound}"))
+    }
+
     /// Settings for tests and embedding: defaults, with the given database.
     pub fn for_database(database_url: &str) -> Settings {
         SettingsArgs {
@@ -226,7 +232,10 @@ mod tests {
         assert_eq!(settings.listen, "127.0.0.1:7000");
         assert_eq!(settings.mail_from, "Acme <a@acme.test>");
         assert_eq!(settings.database_url, "sqlite://portcullis.db");
-        assert_eq!(settings.public_url, "http://127.0.0.1:7000");
+        assert_eq!(
+            settings.public_url_for("127.0.0.1:7000"),
+            "http://127.0.0.1:7000"
+        );
     }
 
     #[test]

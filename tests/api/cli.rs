@@ -1,0 +1,153 @@
+//! The `portcullis` binary as an operator uses it.
+
+use crate::helpers::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+fn portcullis() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    command
+        .env_remove("PORTCULLIS_DATABASE_URL")
+        .env("RUST_LOG", "info");
+    command
+}
+
+#[tokio::test]
+async fn project_create_prints_one_json_object_whose_app_token_works() {
+    let database = TestDatabase::new(Backend::Sqlite).await;
+    let output = portcullis()
+        .args([
+            "project",
+            "create",
+            "--name",
+            "Acme",
+            "--owner",
+            "Boss@Acme.test",
+            "--anonymous",
+        ])
+        .args(["--database-url", &database.url])
+        .output()
+        .expect("run portcullis");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(stdout.trim().lines().count(), 1, "one line: {stdout}");
+    let project: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON");
+    assert_eq!(project["name"], "Acme");
+    assert_eq!(project["owner"], "boss@acme.test");
+    let app_token = project["app_token"].as_str().expect("app_token").to_owned();
+    assert!(
+        project["admin_token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("adm_"))
+    );
+    assert_eq!(project["project_id"].as_str().map(str::len), Some(36));
+
+    let app = spawn_app_on(database, |_| {}).await;
+    let started = app
+        .authenticate_with(&app_token, "boss@acme.test")
+        .await
+        .expect("the new app token works");
+    assert!(
+        !started.registration,
+        "the owner was created with the project"
+    );
+    let code = app.wait_for_code("boss@acme.test", 1).await;
+    let session = app.confirm(&code, &started.code_token).await.unwrap();
+    assert!(
+        app.authorize(&session.token).await.root,
+        "the owner is the root user"
+    );
+}
+
+#[test]
+fn project_create_refuses_a_bad_owner_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("p.db").display());
+    let output = portcullis()
+        .args([
+            "project",
+            "create",
+            "--name",
+            "Acme",
+            "--owner",
+            "not-an-email",
+            "--database-url",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("owner"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn migrate_applies_migrations_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.db");
+    let status = portcullis()
+        .args([
+            "migrate",
+            "--database-url",
+            &format!("sqlite://{}", path.display()),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(path.exists(), "the SQLite file is created");
+}
+
+#[test]
+fn serve_prints_the_default_project_once_and_exits_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    let start = |expect_project: bool| {
+        let mut child = portcullis()
+            .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &url])
+            .env("PORTCULLIS_MAIL_OUTBOX", dir.path().join("outbox"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut seen = Vec::new();
+        for line in stderr.lines() {
+            let line = line.unwrap();
+            let ready = line.contains("serving gRPC and HTTP");
+            seen.push(line);
+            if ready {
+                break;
+            }
+        }
+        assert!(
+            seen.iter().any(|l| l.contains("written as .eml files")),
+            "the log says where mail goes: {seen:?}"
+        );
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "exit 0 after SIGTERM, got {:?}",
+            output.status
+        );
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        assert_eq!(stdout.contains("app_token:"), expect_project, "{stdout}");
+        if expect_project {
+            assert!(stdout.contains("grpcurl"), "a grpcurl example: {stdout}");
+        }
+    };
+    start(true);
+    start(false);
+}

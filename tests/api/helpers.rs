@@ -1,0 +1,456 @@
+//! Spawns the real server on port 0 with its own database (a SQLite file, or a fresh
+//! PostgreSQL database when PORTCULLIS_TEST_POSTGRES_URL is set) and gives tests real
+//! clients for it.
+
+use portcullis::Application;
+use portcullis::domain::Clock;
+use portcullis::grpc::pb::authentication_service_client::AuthenticationServiceClient;
+use portcullis::grpc::pb::verification_service_client::VerificationServiceClient;
+use portcullis::grpc::pb::*;
+use portcullis::service::CreatedProject;
+use portcullis::settings::Settings;
+use sqlx::Row;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+pub const OWNER: &str = "owner@example.com";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each named scenario once per backend: `<name>_on_sqlite` always,
+/// `<name>_on_postgres` when PostgreSQL is configured (or required).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario($crate::helpers::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    if $crate::helpers::postgres_admin_url().is_some() {
+                        super::$scenario($crate::helpers::Backend::Postgres).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// The PostgreSQL server to create test databases on; panics when it is required but
+/// not configured.
+pub fn postgres_admin_url() -> Option<String> {
+    let required = std::env::var("PORTCULLIS_TEST_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
+    match std::env::var("PORTCULLIS_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if required => {
+            panic!("PORTCULLIS_TEST_REQUIRE_POSTGRES=1 but PORTCULLIS_TEST_POSTGRES_URL is not set")
+        }
+        _ => {
+            eprintln!("PORTCULLIS_TEST_POSTGRES_URL is not set: skipping the PostgreSQL run");
+            None
+        }
+    }
+}
+
+/// A database of its own for one test; dropped with it.
+pub struct TestDatabase {
+    pub url: String,
+    _dir: tempfile::TempDir,
+    postgres: Option<(String, String)>,
+}
+
+impl TestDatabase {
+    pub async fn new(backend: Backend) -> TestDatabase {
+        let dir = tempfile::tempdir().expect("temp dir");
+        match backend {
+            Backend::Sqlite => {
+                let url = format!("sqlite://{}", dir.path().join("portcullis.db").display());
+                TestDatabase {
+                    url,
+                    _dir: dir,
+                    postgres: None,
+                }
+            }
+            Backend::Postgres => {
+                let admin = postgres_admin_url().expect("PostgreSQL configured");
+                let name = format!("portcullis_test_{}", uuid::Uuid::new_v4().simple());
+                sqlx::any::install_default_drivers();
+                let mut conn = connect_admin(&admin).await;
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create test database");
+                let url = with_database(&admin, &name);
+                TestDatabase {
+                    url,
+                    _dir: dir,
+                    postgres: Some((admin, name)),
+                }
+            }
+        }
+    }
+
+    /// The same database reached through 127.0.0.1:`port` (a relay the test controls).
+    pub fn through(mut self, port: u16) -> TestDatabase {
+        let (user, rest) = self
+            .url
+            .split_once('@')
+            .expect("user@host in a PostgreSQL URL");
+        let (_, path) = rest.split_once('/').expect("a database in the URL");
+        self.url = format!("{user}@127.0.0.1:{port}/{path}");
+        self
+    }
+
+    /// Counts rows of a table, to check that refused requests wrote nothing.
+    pub async fn count(&self, table: &str) -> i64 {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&self.url)
+            .await
+            .expect("connect to test database");
+        let row = sqlx::query(&format!("SELECT COUNT(*) AS n FROM {table}"))
+            .fetch_one(&pool)
+            .await
+            .expect("count rows");
+        let n: i64 = row.try_get("n").expect("count");
+        pool.close().await;
+        n
+    }
+}
+
+async fn connect_admin(admin_url: &str) -> sqlx::AnyConnection {
+    use sqlx::Connection;
+    let url = with_sslmode_disabled(admin_url);
+    sqlx::AnyConnection::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {admin_url}: {e}"))
+}
+
+/// Loopback TLS only costs time in tests.
+fn with_sslmode_disabled(url: &str) -> String {
+    if url.contains("sslmode=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&sslmode=disable")
+    } else {
+        format!("{url}?sslmode=disable")
+    }
+}
+
+/// The same server URL with another database name.
+pub fn with_database(admin_url: &str, database: &str) -> String {
+    let (base, query) = admin_url
+        .split_once('?')
+        .map_or((admin_url, None), |(b, q)| (b, Some(q)));
+    let after_scheme = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[after_scheme..].find('/') {
+        Some(slash) => &base[..after_scheme + slash],
+        None => base,
+    };
+    let url = match query {
+        Some(q) => format!("{base}/{database}?{q}"),
+        None => format!("{base}/{database}"),
+    };
+    with_sslmode_disabled(&url)
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some((admin, name)) = self.postgres.take() {
+            // Drop runs outside async context; a small runtime of its own does the work.
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                runtime.block_on(async {
+                    let mut conn = connect_admin(&admin).await;
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+                });
+            })
+            .join();
+        }
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub clock: Clock,
+    pub project: CreatedProject,
+    pub outbox: PathBuf,
+    pub authentication: AuthenticationServiceClient<Channel>,
+    pub verification: VerificationServiceClient<Channel>,
+    pub http: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _outbox_dir: tempfile::TempDir,
+    // Last, so the server is stopped before its database goes.
+    pub database: TestDatabase,
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// Spawns the app with settings adjusted by `configure`.
+pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let database = TestDatabase::new(backend).await;
+    spawn_app_on(database, configure).await
+}
+
+pub async fn spawn_app_on(
+    database: TestDatabase,
+    configure: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let outbox_dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = Settings::for_database(&database.url);
+    settings.owner = Some(OWNER.into());
+    settings.mail_outbox = outbox_dir.path().to_path_buf();
+    settings.health_interval = Duration::from_millis(100);
+    configure(&mut settings);
+
+    let app = Application::build(settings)
+        .await
+        .expect("build the application");
+    let port = app.port();
+    let clock = app.clock();
+    let project = match app.default_project() {
+        Some(project) => CreatedProject {
+            project_id: project.project_id.clone(),
+            name: project.name.clone(),
+            app_token: project.app_token.clone(),
+            admin_token: project.admin_token.clone(),
+            owner: project.owner.clone(),
+        },
+        // The database already had projects: make one for this test.
+        None => app
+            .auth()
+            .create_project("Test project", Some(OWNER), false, false)
+            .await
+            .expect("create project"),
+    };
+    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = shutdown_rx.await;
+    }));
+
+    let address = format!("http://127.0.0.1:{port}");
+    let channel = Channel::from_shared(address.clone())
+        .expect("uri")
+        .connect_lazy();
+    TestApp {
+        address,
+        port,
+        clock,
+        project,
+        outbox: outbox_dir.path().to_path_buf(),
+        authentication: AuthenticationServiceClient::new(channel.clone()),
+        verification: VerificationServiceClient::new(channel),
+        http: reqwest::Client::new(),
+        shutdown: Some(shutdown_tx),
+        server: Some(server),
+        _outbox_dir: outbox_dir,
+        database,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// Wraps a message in a request carrying `authorization: Bearer <token>`.
+pub fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii token"),
+    );
+    request
+}
+
+/// A finished login.
+pub struct LoggedIn {
+    pub session: Session,
+}
+
+impl LoggedIn {
+    pub fn token(&self) -> &str {
+        &self.session.token
+    }
+
+    pub fn jwt(&self) -> &str {
+        &self.session.json_web_token.as_ref().expect("a JWT").token
+    }
+}
+
+impl TestApp {
+    pub async fn authenticate(&self, name: &str) -> Result<AuthenticateResponse, tonic::Status> {
+        self.authenticate_with(&self.project.app_token, name).await
+    }
+
+    pub async fn authenticate_with(
+        &self,
+        token: &str,
+        name: &str,
+    ) -> Result<AuthenticateResponse, tonic::Status> {
+        let request = bearer(token, AuthenticateRequest { name: name.into() });
+        self.authentication
+            .clone()
+            .authenticate(request)
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn confirm(&self, code: &str, code_token: &str) -> Result<Session, tonic::Status> {
+        let request = ConfirmRequest {
+            code: code.into(),
+            code_token: code_token.into(),
+        };
+        let response = self
+            .verification
+            .clone()
+            .confirm(request)
+            .await?
+            .into_inner();
+        Ok(response
+            .session
+            .expect("a confirmed login carries a session"))
+    }
+
+    pub async fn authorize(&self, token: &str) -> AuthorizeResponse {
+        self.authentication
+            .clone()
+            .authorize(AuthorizeRequest {
+                token: token.into(),
+            })
+            .await
+            .expect("authorize answers every token")
+            .into_inner()
+    }
+
+    pub async fn resend_code(&self, name: &str, code_token: &str) -> Result<(), tonic::Status> {
+        let request = ResendCodeRequest {
+            name: name.into(),
+            code_token: code_token.into(),
+        };
+        self.authentication
+            .clone()
+            .resend_code(request)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn get_user(&self, token: &str) -> Result<GetUserResponse, tonic::Status> {
+        self.authentication
+            .clone()
+            .get_user(bearer(token, GetUserRequest {}))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn logout(&self, token: &str) -> Result<(), tonic::Status> {
+        self.authentication
+            .clone()
+            .logout(bearer(token, LogoutRequest {}))
+            .await
+            .map(|_| ())
+    }
+
+    /// Logs `name` in through the whole code flow.
+    pub async fn log_in(&self, name: &str) -> LoggedIn {
+        let seen = self.mails_to(name).len();
+        let started = self.authenticate(name).await.expect("authenticate");
+        let code = self.wait_for_code(name, seen + 1).await;
+        let session = self
+            .confirm(&code, &started.code_token)
+            .await
+            .expect("confirm");
+        LoggedIn { session }
+    }
+
+    /// Messages (mails and texts) written to the outbox folder for `recipient`, oldest first.
+    pub fn mails_to(&self, recipient: &str) -> Vec<String> {
+        read_outbox(&self.outbox, recipient)
+    }
+
+    /// Waits until `count` messages reached `recipient` and returns the code of the last.
+    pub async fn wait_for_code(&self, recipient: &str, count: usize) -> String {
+        let mails = wait_for(|| {
+            let mails = self.mails_to(recipient);
+            (mails.len() >= count).then_some(mails)
+        })
+        .await
+        .unwrap_or_else(|| panic!("no message #{count} for {recipient} in the outbox"));
+        code_in(&mails[count - 1]).expect("a code in the message")
+    }
+}
+
+pub fn read_outbox(dir: &Path, recipient: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            name.contains(&format!("-{recipient}.")) && !name.ends_with(".partial")
+        })
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .collect()
+}
+
+/// The first run of 4 to 8 digits standing alone on a line or at the start of a text.
+pub fn code_in(message: &str) -> Option<String> {
+    message.lines().find_map(|line| {
+        let word = line.split_whitespace().next()?;
+        (word.len() >= 4 && word.len() <= 8 && word.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| word.to_owned())
+    })
+}
+
+/// Polls `check` for up to ten seconds.
+pub async fn wait_for<T>(mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A code that is not `code` (to test wrong guesses).
+pub fn wrong(code: &str) -> String {
+    code.chars()
+        .map(|c| char::from(b'0' + ((c as u8 - b'0' + 1) % 10)))
+        .collect()
+}

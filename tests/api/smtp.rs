@@ -1,0 +1,99 @@
+//! Mail through a real SMTP conversation: lettre talks to a listener this test runs.
+
+use crate::helpers::*;
+use crate::on_both_backends;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+on_both_backends!(the_code_arrives_over_smtp_and_logs_in);
+
+/// A minimal SMTP server that accepts everything and keeps each message's DATA.
+struct SmtpSink {
+    port: u16,
+    messages: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl SmtpSink {
+    async fn start() -> SmtpSink {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let store = messages.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    write.write_all(b"220 sink.test ESMTP\r\n").await.unwrap();
+                    let mut recipient = String::new();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let upper = line.to_ascii_uppercase();
+                        let reply: &[u8] = if upper.starts_with("EHLO") || upper.starts_with("HELO")
+                        {
+                            b"250-sink.test\r\n250 8BITMIME\r\n"
+                        } else if upper.starts_with("RCPT TO:") {
+                            recipient = line[8..].trim().trim_matches(['<', '>']).to_owned();
+                            b"250 OK\r\n"
+                        } else if upper.starts_with("DATA") {
+                            write.write_all(b"354 go ahead\r\n").await.unwrap();
+                            let mut data = String::new();
+                            while let Ok(Some(line)) = lines.next_line().await {
+                                if line == "." {
+                                    break;
+                                }
+                                data.push_str(&line);
+                                data.push('\n');
+                            }
+                            store.lock().unwrap().push((recipient.clone(), data));
+                            b"250 queued\r\n"
+                        } else if upper.starts_with("QUIT") {
+                            write.write_all(b"221 bye\r\n").await.unwrap();
+                            break;
+                        } else {
+                            b"250 OK\r\n"
+                        };
+                        write.write_all(reply).await.unwrap();
+                    }
+                });
+            }
+        });
+        SmtpSink { port, messages }
+    }
+
+    fn received(&self) -> Vec<(String, String)> {
+        self.messages.lock().unwrap().clone()
+    }
+}
+
+async fn the_code_arrives_over_smtp_and_logs_in(backend: Backend) {
+    let sink = SmtpSink::start().await;
+    let app = spawn_app_with(backend, |settings| {
+        settings.smtp_url = Some(format!("smtp://127.0.0.1:{}", sink.port).into());
+        settings.mail_from = "Portcullis Test <login@portcullis.test>".into();
+    })
+    .await;
+
+    let started = app.authenticate("hedy@example.com").await.unwrap();
+    let (recipient, data) = wait_for(|| sink.received().into_iter().next())
+        .await
+        .expect("a message reached the SMTP listener");
+    assert_eq!(recipient, "hedy@example.com");
+    assert!(
+        data.contains("From: \"Portcullis Test\" <login@portcullis.test>")
+            || data.contains("From: Portcullis Test <login@portcullis.test>"),
+        "{data}"
+    );
+    let code = code_in(&data).expect("a code in the mail");
+
+    let session = app
+        .confirm(&code, &started.code_token)
+        .await
+        .expect("confirm");
+    assert_eq!(app.authorize(&session.token).await.role, "user");
+    assert!(
+        app.mails_to("hedy@example.com").is_empty(),
+        "nothing went to the outbox folder"
+    );
+}
