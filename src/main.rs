@@ -46,12 +46,13 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(settings: portcullis::Settings) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal();
     let app = Application::build(settings).await?;
     tracing::info!("{}", app.delivery_description());
     if let Some(project) = app.default_project() {
         print_first_start(project, &app.address().to_string());
     }
-    app.run_until(shutdown_signal()).await
+    app.run_until(shutdown).await
 }
 
 /// Printed once, on the start that created the default project: the tokens are not
@@ -73,24 +74,31 @@ fn print_first_start(project: &portcullis::service::CreatedProject, address: &st
     );
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed now, not when the future is
+/// first polled, so a signal that arrives during start-up is not lost (or fatal).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let terminate = signal(SignalKind::terminate());
+        let interrupt = signal(SignalKind::interrupt());
+        async move {
+            match (terminate, interrupt) {
+                (Ok(mut terminate), Ok(mut interrupt)) => {
+                    tokio::select! {
+                        _ = terminate.recv() => {}
+                        _ = interrupt.recv() => {}
+                    }
+                }
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
