@@ -1,0 +1,90 @@
+//! Login requests: the rows behind CODE_TOKENs.
+
+use super::*;
+
+impl Tx {
+    pub async fn insert_login_request(&mut self, request: &NewLoginRequest) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO login_requests
+               (token_hash, project_id, user_id, name, code_hmac, attempts_left, expires_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(request.token_hash.as_slice())
+        .bind(&request.project_id)
+        .bind(request.user_id)
+        .bind(&request.name)
+        .bind(request.code_hmac.as_slice())
+        .bind(request.attempts_left)
+        .bind(request.expires_at)
+        .bind(request.created_at)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn login_request(
+        &mut self,
+        token_hash: &[u8],
+    ) -> StoreResult<Option<LoginRequestRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {LOGIN_REQUEST_COLUMNS} FROM login_requests WHERE token_hash = $1"
+        ))
+        .bind(token_hash)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.as_ref().map(LoginRequestRecord::from_row).transpose()
+    }
+
+    /// Spends one attempt of a live login request, atomically, before the code is judged:
+    /// concurrent guesses (even on other replicas) can never exceed the budget. `None`
+    /// when the request is unknown, used, expired or out of attempts.
+    pub async fn spend_login_attempt(
+        &mut self,
+        token_hash: &[u8],
+        now: i64,
+    ) -> StoreResult<Option<LoginRequestRecord>> {
+        let row = sqlx::query(&format!(
+            "UPDATE login_requests SET attempts_left = attempts_left - 1, attempted = 1
+             WHERE token_hash = $1 AND consumed_at IS NULL AND expires_at > $2 AND attempts_left > 0
+             RETURNING {LOGIN_REQUEST_COLUMNS}"
+        ))
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.as_ref().map(LoginRequestRecord::from_row).transpose()
+    }
+
+    /// Marks a login request used; false if something else used it first.
+    pub async fn consume_login_request(&mut self, id: i64, now: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE login_requests SET consumed_at = $1 WHERE id = $2 AND consumed_at IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Replaces the code of a never-attempted, live request; false when that no longer holds.
+    pub async fn replace_login_code(
+        &mut self,
+        id: i64,
+        code_hmac: &[u8],
+        expires_at: i64,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE login_requests SET code_hmac = $1, expires_at = $2
+             WHERE id = $3 AND attempted = 0 AND consumed_at IS NULL AND expires_at > $4",
+        )
+        .bind(code_hmac)
+        .bind(expires_at)
+        .bind(id)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

@@ -1,0 +1,101 @@
+//! The outbox: mails and texts waiting to be sent.
+
+use sqlx::Row;
+
+use super::*;
+
+impl Store {
+    /// Messages due for delivery, leased to this caller for `lease_seconds` so another
+    /// replica does not send them at the same time.
+    pub async fn lease_due_messages(
+        &self,
+        now: i64,
+        lease_seconds: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<OutboxMessage>> {
+        let mut tx = self.begin().await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE sent_at IS NULL AND next_attempt_at <= $1
+             ORDER BY next_attempt_at, id LIMIT $2"
+        ))
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx.tx)
+        .await?;
+        let messages: Vec<OutboxMessage> = rows
+            .iter()
+            .map(OutboxMessage::from_row)
+            .collect::<StoreResult<_>>()?;
+        let mut leased = Vec::with_capacity(messages.len());
+        for message in messages {
+            // Only the replica whose update matches the row it read wins the lease.
+            let done = sqlx::query(
+                "UPDATE outbox SET next_attempt_at = $1 WHERE id = $2 AND next_attempt_at = $3 AND sent_at IS NULL",
+            )
+            .bind(now + lease_seconds)
+            .bind(message.id)
+            .bind(message.next_attempt_at)
+            .execute(&mut *tx.tx)
+            .await?;
+            if done.rows_affected() == 1 {
+                leased.push(message);
+            }
+        }
+        tx.commit().await?;
+        Ok(leased)
+    }
+
+    pub async fn mark_message_sent(&self, id: i64, now: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE outbox SET sent_at = $1, attempts = attempts + 1, last_error = NULL WHERE id = $2")
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn mark_message_failed(
+        &self,
+        id: i64,
+        retry_at: i64,
+        error: &str,
+    ) -> StoreResult<()> {
+        sqlx::query("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2 WHERE id = $3")
+            .bind(retry_at)
+            .bind(error)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+impl Tx {
+    /// How many messages were queued for this recipient since `since`.
+    pub async fn count_messages_since(&mut self, recipient: &str, since: i64) -> StoreResult<i64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM outbox WHERE recipient = $1 AND created_at >= $2",
+        )
+        .bind(recipient)
+        .bind(since)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    pub async fn enqueue_message(&mut self, message: &NewMessage) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO outbox (channel, recipient, subject, body, sender, next_attempt_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $6)",
+        )
+        .bind(message.channel.as_str())
+        .bind(&message.recipient)
+        .bind(&message.subject)
+        .bind(&message.body)
+        .bind(message.sender.as_deref())
+        .bind(message.created_at)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+}

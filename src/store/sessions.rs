@@ -1,0 +1,58 @@
+//! Sessions: the rows behind USER_TOKENs and JWT `sid`s.
+
+use super::*;
+
+impl Store {
+    /// The hot-path lookup behind Authorize: a live session by its token hash, with its
+    /// user. Read-only.
+    pub async fn session_by_token_hash(
+        &self,
+        hash: &[u8],
+        now: i64,
+    ) -> StoreResult<Option<SessionUser>> {
+        let row = sqlx::query(&format!(
+            "SELECT {SESSION_USER_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.token_hash = $1 AND s.expires_at > $2"
+        ))
+        .bind(hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(SessionUser::from_row).transpose()
+    }
+
+    /// A live session by its id (the `sid` of a JWT), with its user.
+    pub async fn session_by_id(&self, id: &str, now: i64) -> StoreResult<Option<SessionUser>> {
+        let row = sqlx::query(&format!(
+            "SELECT {SESSION_USER_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.id = $1 AND s.expires_at > $2"
+        ))
+        .bind(id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(SessionUser::from_row).transpose()
+    }
+
+    pub async fn delete_session(&self, id: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM sessions WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+impl Tx {
+    pub async fn insert_session(&mut self, session: &NewSession) -> StoreResult<()> {
+        sqlx::query("INSERT INTO sessions (id, token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&session.id)
+            .bind(session.token_hash.as_slice())
+            .bind(session.user_id)
+            .bind(session.created_at)
+            .bind(session.expires_at)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,56 @@
+//! Users.
+
+use super::*;
+
+impl Tx {
+    pub async fn user_by_name(
+        &mut self,
+        project_id: &str,
+        name: &str,
+    ) -> StoreResult<Option<UserRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE project_id = $1 AND name = $2"
+        ))
+        .bind(project_id)
+        .bind(name)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.as_ref().map(UserRecord::from_row).transpose()
+    }
+
+    /// Inserts a user; `None` when the name is already taken in the project (also when a
+    /// concurrent registration won the race, without aborting this transaction).
+    pub async fn insert_user(&mut self, user: &NewUser) -> StoreResult<Option<UserRecord>> {
+        let row = sqlx::query(&format!(
+            "INSERT INTO users (uid, project_id, name, root, created_at, verified_at)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (project_id, name) DO NOTHING
+             RETURNING {USER_COLUMNS}"
+        ))
+        .bind(&user.uid)
+        .bind(&user.project_id)
+        .bind(user.name.as_deref())
+        .bind(user.root as i64)
+        .bind(user.created_at)
+        .bind(user.verified_at)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.as_ref().map(UserRecord::from_row).transpose()
+    }
+
+    pub async fn mark_user_verified(&mut self, user_id: i64, now: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE users SET verified_at = $1 WHERE id = $2 AND verified_at IS NULL")
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn user_by_id(&mut self, user_id: i64) -> StoreResult<Option<UserRecord>> {
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .bind(user_id)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.as_ref().map(UserRecord::from_row).transpose()
+    }
+}
