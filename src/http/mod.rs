@@ -6,11 +6,14 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 
+pub mod page;
+
 use crate::service::Auth;
 
 pub fn router(auth: Auth) -> Router {
     Router::new()
         .route("/.well-known/jwks.json", get(jwks))
+        .route(page::STYLESHEET_PATH, get(page::stylesheet))
         .with_state(auth)
 }
 
