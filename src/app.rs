@@ -104,6 +104,7 @@ impl Application {
         };
         let deliverer = Deliverer::new(
             mail,
+            settings.sms_webhook.clone(),
             settings.mail_outbox.clone(),
             settings.mail_from.clone(),
         );

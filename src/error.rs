@@ -64,8 +64,24 @@ impl Error {
         Error::FailedPrecondition(message.into())
     }
 
+    /// The HTTP status that fits, for the JSON shim and the hosted pages.
+    pub fn http_status(&self) -> axum::http::StatusCode {
+        use axum::http::StatusCode;
+        match self {
+            Error::InvalidArgument { .. } => StatusCode::BAD_REQUEST,
+            Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::AlreadyExists(_) => StatusCode::CONFLICT,
+            Error::FailedPrecondition(_) => StatusCode::GONE,
+            Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
     /// Logs what the client will not see: internal causes with their chain.
-    fn log(&self) {
+    pub fn log(&self) {
         match self {
             Error::Unavailable(cause) => tracing::warn!(error = %cause, "dependency unavailable"),
             Error::Internal(cause) => tracing::error!(error = ?cause, "internal error"),

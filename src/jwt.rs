@@ -163,6 +163,66 @@ impl JwtKeys {
     }
 }
 
+/// A project's own key for external (Auth0-style) tokens, from PEM: Ed25519 (EdDSA),
+/// P-256 (ES256) or RSA (RS256).
+pub struct ExternalKey {
+    key: EncodingKey,
+    algorithm: Algorithm,
+}
+
+/// Claims of an external token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExternalClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub iat: i64,
+    pub exp: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl ExternalKey {
+    /// Parses a PEM private key, and proves it can sign.
+    pub fn parse(pem: &str) -> Result<ExternalKey, String> {
+        let bytes = pem.trim().as_bytes();
+        let candidates = [
+            (EncodingKey::from_ed_pem(bytes), Algorithm::EdDSA),
+            (EncodingKey::from_ec_pem(bytes), Algorithm::ES256),
+            (EncodingKey::from_rsa_pem(bytes), Algorithm::RS256),
+        ];
+        for (key, algorithm) in candidates {
+            if let Ok(key) = key {
+                let external = ExternalKey { key, algorithm };
+                let probe = ExternalClaims {
+                    iss: "probe".into(),
+                    aud: "probe".into(),
+                    sub: "probe".into(),
+                    iat: 0,
+                    exp: 1,
+                    name: None,
+                };
+                if external.sign(&probe).is_ok() {
+                    return Ok(external);
+                }
+            }
+        }
+        Err("is not a PEM private key of a supported kind (Ed25519, P-256 or RSA)".into())
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    pub fn sign(&self, claims: &ExternalClaims) -> Result<String, JwtError> {
+        Ok(jsonwebtoken::encode(
+            &Header::new(self.algorithm),
+            claims,
+            &self.key,
+        )?)
+    }
+}
+
 fn generate_key(now: i64) -> SigningKeyRecord {
     let mut seed = [0u8; 32];
     getrandom::getrandom(&mut seed).expect("the operating system's random source failed");

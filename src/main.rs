@@ -4,6 +4,7 @@ use clap::Parser;
 use portcullis::app::{Application, build_auth, open_store};
 use portcullis::delivery::OutboxSignal;
 use portcullis::domain::Clock;
+use portcullis::service::SettingsChange;
 use portcullis::settings::{Cli, Command, ProjectCommand};
 use tracing_subscriber::EnvFilter;
 
@@ -18,6 +19,45 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => {
             open_store(&settings.database_url).await?;
             tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Project(ProjectCommand::Settings(args)) => {
+            let store = open_store(&settings.database_url).await?;
+            let public_url = settings.public_url_for(&settings.listen);
+            let auth = build_auth(
+                &store,
+                &settings,
+                public_url,
+                &Clock::default(),
+                OutboxSignal::default(),
+            )
+            .await?;
+            let key_pem = match &args.external_token_key_file {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
+                ),
+                None => None,
+            };
+            let change = SettingsChange {
+                name: args.name,
+                anonymous_login: args.anonymous,
+                recovery: args.recovery,
+                code_length: args.code_length,
+                code_lifetime_seconds: args.code_lifetime,
+                code_attempts: args.code_attempts,
+                mail_sender: args.mail_sender,
+                link_base: args.link_base,
+                sms_webhook_url: args.sms_webhook_url,
+                sms_webhook_secret: args.sms_webhook_secret,
+                external_token_issuer: args.external_token_issuer,
+                external_token_audience: args.external_token_audience,
+                external_token_key_pem: key_pem,
+            };
+            let project = auth
+                .update_project_settings_by_id(&args.project_id, &change)
+                .await?;
+            println!("{}", serde_json::to_string(&project)?);
             Ok(())
         }
         Command::Project(ProjectCommand::Create {

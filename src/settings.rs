@@ -7,6 +7,7 @@ use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::delivery::SmsWebhook;
 use crate::service::Policy;
 
 #[derive(Parser, Debug)]
@@ -50,6 +51,52 @@ pub enum ProjectCommand {
         #[arg(long)]
         recovery: bool,
     },
+    /// Change a project's settings (only those given) and print them as one JSON object.
+    Settings(Box<ProjectSettingsArgs>),
+}
+
+#[derive(Args, Debug)]
+pub struct ProjectSettingsArgs {
+    /// The project to change.
+    #[arg(long)]
+    pub project_id: String,
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Allow logins without a name.
+    #[arg(long)]
+    pub anonymous: Option<bool>,
+    /// Allow recovery tokens.
+    #[arg(long)]
+    pub recovery: Option<bool>,
+    /// Digits per login code, 4 to 8.
+    #[arg(long)]
+    pub code_length: Option<u32>,
+    /// Seconds a login code works, 60 to 3600.
+    #[arg(long)]
+    pub code_lifetime: Option<i64>,
+    /// Wrong codes allowed per login request, 1 to 10.
+    #[arg(long)]
+    pub code_attempts: Option<i64>,
+    /// Sender of this project's mails, e.g. "Acme <login@acme.test>" ("" to clear).
+    #[arg(long)]
+    pub mail_sender: Option<String>,
+    /// Base URL of magic links ("" to clear: the service's public URL).
+    #[arg(long)]
+    pub link_base: Option<String>,
+    /// This project's SMS webhook ("" to clear: the service-wide one).
+    #[arg(long)]
+    pub sms_webhook_url: Option<String>,
+    #[arg(long)]
+    pub sms_webhook_secret: Option<String>,
+    /// Issuer (iss) of external tokens.
+    #[arg(long)]
+    pub external_token_issuer: Option<String>,
+    /// Audience (aud) of external tokens.
+    #[arg(long)]
+    pub external_token_audience: Option<String>,
+    /// File with the PEM private key external tokens are signed with.
+    #[arg(long)]
+    pub external_token_key_file: Option<PathBuf>,
 }
 
 /// Settings as given on the command line or in the environment. `None` means "not given
@@ -76,6 +123,18 @@ pub struct SettingsArgs {
         hide_env_values = true
     )]
     pub smtp_url: Option<String>,
+    /// Webhook that sends texts (codes for phone names): POST JSON {"recipient", "message"}.
+    /// Without it, texts are written to the outbox folder.
+    #[arg(long, env = "PORTCULLIS_SMS_WEBHOOK_URL", global = true)]
+    pub sms_webhook_url: Option<String>,
+    /// Bearer secret sent to the SMS webhook.
+    #[arg(
+        long,
+        env = "PORTCULLIS_SMS_WEBHOOK_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
+    pub sms_webhook_secret: Option<String>,
     /// Sender of mails, e.g. "Acme <login@acme.test>" [default: Portcullis <no-reply@localhost>]
     #[arg(long, env = "PORTCULLIS_MAIL_FROM", global = true)]
     pub mail_from: Option<String>,
@@ -108,6 +167,7 @@ pub struct Settings {
     pub listen: String,
     pub database_url: String,
     pub smtp_url: Option<SecretString>,
+    pub sms_webhook: Option<SmsWebhook>,
     pub mail_from: String,
     pub mail_outbox: PathBuf,
     /// `None`: `http://` + the address actually bound (known only after binding).
@@ -161,6 +221,16 @@ impl SettingsArgs {
                 .or(file.database_url)
                 .unwrap_or_else(|| "sqlite://portcullis.db".into()),
             smtp_url: self.smtp_url.or(file.smtp_url).map(SecretString::from),
+            sms_webhook: self
+                .sms_webhook_url
+                .or(file.sms_webhook_url)
+                .map(|url| SmsWebhook {
+                    url,
+                    secret: self
+                        .sms_webhook_secret
+                        .or(file.sms_webhook_secret)
+                        .map(SecretString::from),
+                }),
             mail_from: self
                 .mail_from
                 .or(file.mail_from)

@@ -52,3 +52,11 @@ pub(super) async fn send(
         .map(|_| ())
         .map_err(|e| format!("SMTP: {e}"))
 }
+
+/// Checks that `sender` is a mailbox a mail can be sent from, e.g. `Acme <login@acme.test>`.
+pub fn validate_sender(sender: &str) -> Result<(), String> {
+    sender
+        .parse::<lettre::message::Mailbox>()
+        .map(|_| ())
+        .map_err(|_| "must be a mail address, optionally with a name: Name <address@domain>".into())
+}

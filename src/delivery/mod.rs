@@ -3,6 +3,7 @@
 //! retries and backoff, so delivery survives restarts and SMTP outages.
 
 mod mail;
+mod sms;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,21 +13,32 @@ use tokio::sync::Notify;
 use crate::domain::Clock;
 use crate::store::{Channel, OutboxMessage, Store};
 
-pub use mail::{MailTransport, build_message};
+pub use mail::{MailTransport, build_message, validate_sender};
+pub use sms::SmsWebhook;
 
 /// Sends one message for real, or writes it into the outbox folder.
 #[derive(Clone)]
 pub struct Deliverer {
     mail: MailTransport,
+    /// The service-wide SMS webhook; a project's own webhook takes precedence.
+    sms: Option<SmsWebhook>,
+    http: reqwest::Client,
     /// Where texts go while no SMS webhook is configured, and mails in folder mode.
     outbox_dir: PathBuf,
     default_sender: String,
 }
 
 impl Deliverer {
-    pub fn new(mail: MailTransport, outbox_dir: PathBuf, default_sender: String) -> Deliverer {
+    pub fn new(
+        mail: MailTransport,
+        sms: Option<SmsWebhook>,
+        outbox_dir: PathBuf,
+        default_sender: String,
+    ) -> Deliverer {
         Deliverer {
             mail,
+            sms,
+            http: sms::client(),
             outbox_dir,
             default_sender,
         }
@@ -42,7 +54,12 @@ impl Deliverer {
         }
     }
 
-    async fn deliver(&self, message: &OutboxMessage) -> Result<(), String> {
+    /// Sends one message; `project_sms` is the webhook of the message's project, if any.
+    async fn deliver(
+        &self,
+        message: &OutboxMessage,
+        project_sms: Option<SmsWebhook>,
+    ) -> Result<(), String> {
         match message.channel {
             Channel::Email => {
                 let sender = message.sender.as_deref().unwrap_or(&self.default_sender);
@@ -55,10 +72,15 @@ impl Deliverer {
                     }
                 }
             }
-            Channel::Sms => {
-                let text = format!("To: {}\n\n{}\n", message.recipient, message.body);
-                self.write_file(message, "sms.txt", text.as_bytes()).await
-            }
+            Channel::Sms => match project_sms.as_ref().or(self.sms.as_ref()) {
+                Some(webhook) => {
+                    sms::send(&self.http, webhook, &message.recipient, &message.body).await
+                }
+                None => {
+                    let text = format!("To: {}\n\n{}\n", message.recipient, message.body);
+                    self.write_file(message, "sms.txt", text.as_bytes()).await
+                }
+            },
         }
     }
 
@@ -128,7 +150,13 @@ pub async fn run_worker(
         {
             Ok(messages) => {
                 for message in messages {
-                    let outcome = deliverer.deliver(&message).await;
+                    let project_sms = match (message.channel, &message.project_id) {
+                        (Channel::Sms, Some(project_id)) => {
+                            project_webhook(&store, project_id).await
+                        }
+                        _ => None,
+                    };
+                    let outcome = deliverer.deliver(&message, project_sms).await;
                     let recorded = match outcome {
                         Ok(()) => store.mark_message_sent(message.id, clock.now()).await,
                         Err(error) => {
@@ -144,7 +172,11 @@ pub async fn run_worker(
                     }
                 }
             }
-            Err(error) => tracing::debug!(%error, "outbox poll failed"),
+            // An unreachable database is reported by health; anything else is a bug to see.
+            Err(error @ crate::store::StoreError::Unavailable(_)) => {
+                tracing::debug!(%error, "outbox poll failed")
+            }
+            Err(error) => tracing::error!(%error, "outbox poll failed"),
         }
         tokio::select! {
             _ = &mut shutdown => return,
@@ -152,6 +184,14 @@ pub async fn run_worker(
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
+}
+
+async fn project_webhook(store: &Store, project_id: &str) -> Option<SmsWebhook> {
+    let project = store.project_by_id(project_id).await.ok().flatten()?;
+    Some(SmsWebhook {
+        url: project.sms_webhook_url?,
+        secret: project.sms_webhook_secret.map(Into::into),
+    })
 }
 
 #[cfg(test)]

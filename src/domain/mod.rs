@@ -3,11 +3,13 @@
 mod clock;
 mod code;
 mod name;
+mod password_hash;
 mod secret;
 
 pub use clock::Clock;
 pub use code::{CodeKey, LoginCode};
-pub use name::{Email, Name, Phone};
+pub use name::{Email, Name, NameError, Phone};
+pub use password_hash::looks_like_password_hash;
 pub use secret::{SecretToken, TokenHash, TokenKind};
 
 /// The largest token or code any request may carry; longer input is refused before any

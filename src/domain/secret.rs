@@ -64,6 +64,14 @@ impl SecretToken {
         ))
     }
 
+    /// `bytes` random bytes in base64url, without a kind prefix: for identifiers that must
+    /// not be guessable (event ids).
+    pub fn generate_raw(bytes: usize) -> String {
+        let mut buf = vec![0u8; bytes];
+        crate::domain::code::fill_random(&mut buf);
+        URL_SAFE_NO_PAD.encode(buf)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }

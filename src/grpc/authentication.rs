@@ -2,10 +2,12 @@
 
 use tonic::{Request, Response, Status};
 
-use super::bearer;
 use super::pb::authentication_service_server::AuthenticationService;
 use super::pb::*;
-use crate::service::{Auth, Authorization};
+use super::{bearer, session_message};
+use crate::domain::Name;
+use crate::error::Error;
+use crate::service::{Auth, Authenticated, Authorization};
 
 pub struct AuthenticationApi {
     auth: Auth,
@@ -24,14 +26,31 @@ impl AuthenticationService for AuthenticationApi {
         request: Request<AuthenticateRequest>,
     ) -> Result<Response<AuthenticateResponse>, Status> {
         let token = bearer(&request)?;
-        let started = self
+        let answer = match self
             .auth
             .authenticate(&token, &request.get_ref().name)
-            .await?;
-        Ok(Response::new(AuthenticateResponse {
-            code_token: started.code_token,
-            registration: started.registration,
-        }))
+            .await?
+        {
+            Authenticated::CodeSent {
+                code_token,
+                registration,
+            } => AuthenticateResponse {
+                code_token,
+                registration,
+                session: None,
+            },
+            Authenticated::Anonymous(session) => AuthenticateResponse {
+                code_token: String::new(),
+                registration: true,
+                session: Some(session_message(session)),
+            },
+            Authenticated::Imported { registration } => AuthenticateResponse {
+                code_token: String::new(),
+                registration,
+                session: None,
+            },
+        };
+        Ok(Response::new(answer))
     }
 
     async fn resend_code(
@@ -89,5 +108,44 @@ impl AuthenticationService for AuthenticationApi {
             encrypted: user.encrypted,
             encryption_text: user.encryption_text.unwrap_or_default(),
         }))
+    }
+
+    async fn change_name(
+        &self,
+        request: Request<ChangeNameRequest>,
+    ) -> Result<Response<ChangeNameResponse>, Status> {
+        let token = bearer(&request)?;
+        let name = Name::parse(&request.get_ref().name).map_err(|e| Error::invalid("name", e.0))?;
+        let code_token = self.auth.change_name(&token, &name).await?;
+        Ok(Response::new(ChangeNameResponse { code_token }))
+    }
+
+    async fn delete_user(
+        &self,
+        request: Request<DeleteUserRequest>,
+    ) -> Result<Response<DeleteUserResponse>, Status> {
+        self.auth
+            .delete_user(&bearer(&request)?, &request.get_ref().name)
+            .await?;
+        Ok(Response::new(DeleteUserResponse {}))
+    }
+
+    async fn set_encryption(
+        &self,
+        request: Request<SetEncryptionRequest>,
+    ) -> Result<Response<SetEncryptionResponse>, Status> {
+        let encrypted = self
+            .auth
+            .toggle_encryption(&bearer(&request)?, &request.get_ref().text)
+            .await?;
+        Ok(Response::new(SetEncryptionResponse { encrypted }))
+    }
+
+    async fn exchange_token(
+        &self,
+        request: Request<ExchangeTokenRequest>,
+    ) -> Result<Response<ExchangeTokenResponse>, Status> {
+        let token = self.auth.exchange_token(&bearer(&request)?).await?;
+        Ok(Response::new(ExchangeTokenResponse { token }))
     }
 }

@@ -1,7 +1,10 @@
 //! gRPC transport: decode the request, call one `Auth` operation, encode the answer.
 //! Errors become `tonic::Status` through `From<Error>` in `error.rs`.
 
+mod admin;
 mod authentication;
+mod log;
+mod recovery;
 mod verification;
 
 use tonic::Request;
@@ -10,10 +13,14 @@ use tonic::service::Routes;
 use crate::error::Error;
 use crate::service::{Auth, IssuedSession};
 
+pub use admin::AdminApi;
 pub use authentication::AuthenticationApi;
+pub use log::LogApi;
+pub use recovery::RecoveryApi;
 pub use verification::VerificationApi;
 
 /// Generated messages, clients and servers of `proto/portcullis/v1`.
+#[allow(clippy::all)] // generated code
 pub mod pb {
     tonic::include_proto!("portcullis.v1");
 }
@@ -25,18 +32,27 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("port
 pub const SERVICE_NAMES: &[&str] = &[
     "portcullis.v1.AuthenticationService",
     "portcullis.v1.VerificationService",
+    "portcullis.v1.RecoveryService",
+    "portcullis.v1.LogService",
+    "portcullis.v1.AdminService",
 ];
 
 /// The portcullis.v1 services.
 pub fn routes(auth: Auth) -> Routes {
-    Routes::new(
-        pb::authentication_service_server::AuthenticationServiceServer::new(
-            AuthenticationApi::new(auth.clone()),
-        ),
-    )
-    .add_service(
-        pb::verification_service_server::VerificationServiceServer::new(VerificationApi::new(auth)),
-    )
+    use pb::admin_service_server::AdminServiceServer;
+    use pb::authentication_service_server::AuthenticationServiceServer;
+    use pb::log_service_server::LogServiceServer;
+    use pb::recovery_service_server::RecoveryServiceServer;
+    use pb::verification_service_server::VerificationServiceServer;
+    Routes::new(AuthenticationServiceServer::new(AuthenticationApi::new(
+        auth.clone(),
+    )))
+    .add_service(VerificationServiceServer::new(VerificationApi::new(
+        auth.clone(),
+    )))
+    .add_service(RecoveryServiceServer::new(RecoveryApi::new(auth.clone())))
+    .add_service(LogServiceServer::new(LogApi::new(auth.clone())))
+    .add_service(AdminServiceServer::new(AdminApi::new(auth)))
 }
 
 /// The token in `authorization: Bearer <token>` metadata.

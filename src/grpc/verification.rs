@@ -29,4 +29,22 @@ impl VerificationService for VerificationApi {
             session: Some(session_message(session)),
         }))
     }
+
+    async fn poll(&self, request: Request<PollRequest>) -> Result<Response<PollResponse>, Status> {
+        let session = self.auth.poll(&request.get_ref().code_token).await?;
+        Ok(Response::new(PollResponse {
+            confirmed: session.is_some(),
+            session: session.map(session_message),
+        }))
+    }
+
+    async fn confirm_link(
+        &self,
+        request: Request<ConfirmLinkRequest>,
+    ) -> Result<Response<ConfirmLinkResponse>, Status> {
+        self.auth
+            .confirm_link(&request.get_ref().link_token)
+            .await?;
+        Ok(Response::new(ConfirmLinkResponse {}))
+    }
 }

@@ -6,14 +6,16 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 
+mod link_page;
 pub mod page;
 
-use crate::service::Auth;
+use crate::service::{Auth, LINK_PATH};
 
 pub fn router(auth: Auth) -> Router {
     Router::new()
         .route("/.well-known/jwks.json", get(jwks))
         .route(page::STYLESHEET_PATH, get(page::stylesheet))
+        .route(LINK_PATH, get(link_page::show).post(link_page::confirm))
         .with_state(auth)
 }
 

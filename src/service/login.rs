@@ -1,28 +1,73 @@
-//! Passwordless login: a code sent to the name, confirmed with its CODE_TOKEN.
+//! Passwordless login: a code (and a magic link) sent to the name, confirmed with the
+//! CODE_TOKEN, the code, or the link. The same flow changes a user's name: the new name
+//! is taken only once the code sent to it is confirmed.
 
 use super::{Auth, parse_name, parse_token};
 use crate::domain::{LoginCode, Name, SecretToken, TokenHash, TokenKind};
 use crate::error::{Error, Result};
 use crate::service::IssuedSession;
-use crate::store::{Channel, NewLoginRequest, NewMessage, NewUser, ProjectRecord, Tx};
+use crate::store::{
+    Channel, LoginRequestRecord, NewLoginRequest, NewMessage, NewUser, ProjectRecord, Tx,
+    UserRecord,
+};
 
-/// What `authenticate` hands back: the CODE_TOKEN and whether the name was new.
+/// Where the magic link of a login mail points.
+pub const LINK_PATH: &str = "/login/link";
+
+/// How long a link-confirmed login can still be collected by polling.
+const POLL_COLLECT_SECONDS: i64 = 10 * 60;
+
+/// What `authenticate` did, by the kind of token it was given.
 #[derive(Debug)]
-pub struct LoginStarted {
-    pub code_token: String,
-    pub registration: bool,
+pub enum Authenticated {
+    /// App token + name, or user token + new name: a code is on its way.
+    CodeSent {
+        code_token: String,
+        registration: bool,
+    },
+    /// App token, no name, anonymous login allowed: a session at once.
+    Anonymous(IssuedSession),
+    /// Admin token + name: registered (or already there) and verified; no token.
+    Imported { registration: bool },
 }
 
 impl Auth {
-    /// Register-or-login by name: creates the user if the name is new in the project, and
-    /// sends a fresh code to the name.
-    pub async fn authenticate(&self, app_token: &str, name: &str) -> Result<LoginStarted> {
-        let name = parse_name(name)?;
-        let project = self.project_for_app_token(app_token).await?;
+    /// Register-or-login by name. The token decides the meaning (see [`Authenticated`]):
+    /// APP_TOKEN logs in (or registers anonymously without a name), ADMIN_TOKEN imports
+    /// the name, USER_TOKEN (or JWT) starts changing the user's name.
+    pub async fn authenticate(&self, token: &str, name: &str) -> Result<Authenticated> {
+        let token = parse_token(token, "token")?;
+        match TokenKind::of(token) {
+            Some(TokenKind::App) => {
+                let project = self.project_for_app_token(token).await?;
+                if name.trim().is_empty() {
+                    self.register_anonymous(&project)
+                        .await
+                        .map(Authenticated::Anonymous)
+                } else {
+                    self.start_login(&project, &parse_name(name)?).await
+                }
+            }
+            Some(TokenKind::Admin) => {
+                let name = parse_name(name)?;
+                let project = self.project_for_admin_token(token).await?;
+                self.import_name(&project, &name).await
+            }
+            _ => {
+                let name = parse_name(name)?;
+                let code_token = self.change_name(token, &name).await?;
+                Ok(Authenticated::CodeSent {
+                    code_token,
+                    registration: false,
+                })
+            }
+        }
+    }
+
+    async fn start_login(&self, project: &ProjectRecord, name: &Name) -> Result<Authenticated> {
         let now = self.now();
         let mut tx = self.store().begin().await?;
-        self.check_message_budget(&mut tx, &name, now).await?;
-
+        self.check_message_budget(&mut tx, name, now).await?;
         let (user, registration) = match tx.user_by_name(&project.id, name.as_str()).await? {
             Some(user) => (user, false),
             None => {
@@ -37,46 +82,97 @@ impl Auth {
                 match tx.insert_user(&new_user).await? {
                     Some(user) => (user, true),
                     // A concurrent request registered the same name first.
-                    None => (
-                        tx.user_by_name(&project.id, name.as_str())
-                            .await?
-                            .ok_or_else(|| {
-                                Error::Internal(anyhow::anyhow!(
-                                    "user vanished during registration"
-                                ))
-                            })?,
-                        false,
-                    ),
+                    None => (existing_user(&mut tx, project, name).await?, false),
                 }
             }
         };
-
-        let code_token = SecretToken::generate(TokenKind::Code);
-        let token_hash = code_token.hash();
-        let code = LoginCode::generate(project.code_length);
-        tx.insert_login_request(&NewLoginRequest {
-            token_hash: token_hash.0,
-            project_id: project.id.clone(),
-            user_id: user.id,
-            name: name.as_str().to_owned(),
-            code_hmac: self.inner.code_key.seal(&token_hash, &code),
-            attempts_left: project.code_attempts,
-            expires_at: now + project.code_lifetime_seconds,
-            created_at: now,
-        })
-        .await?;
-        tx.enqueue_message(&code_message(&project, &name, &code, now))
+        let code_token = self
+            .send_login_code(&mut tx, project, user.id, name, now)
             .await?;
         tx.commit().await?;
         self.inner.outbox.notify();
-        Ok(LoginStarted {
-            code_token: code_token.into_string(),
+        Ok(Authenticated::CodeSent {
+            code_token,
             registration,
         })
     }
 
-    /// Sends a new code for a login request whose code was never attempted; the previous
-    /// code stops working. The expiry restarts from now.
+    async fn register_anonymous(&self, project: &ProjectRecord) -> Result<IssuedSession> {
+        if !project.anonymous_login {
+            return Err(Error::failed_precondition(
+                "anonymous login is turned off for this project: pass a name",
+            ));
+        }
+        let now = self.now();
+        let mut tx = self.store().begin().await?;
+        let user = tx
+            .insert_user(&NewUser {
+                uid: uuid::Uuid::new_v4().to_string(),
+                project_id: project.id.clone(),
+                name: None,
+                root: false,
+                created_at: now,
+                verified_at: None,
+            })
+            .await?
+            .ok_or_else(|| Error::Internal(anyhow::anyhow!("anonymous insert conflicted")))?;
+        let session = self.open_session(&mut tx, &user, now).await?;
+        tx.commit().await?;
+        Ok(session)
+    }
+
+    /// Registers a name as verified without sending anything (migrations by the admin).
+    async fn import_name(&self, project: &ProjectRecord, name: &Name) -> Result<Authenticated> {
+        let now = self.now();
+        let mut tx = self.store().begin().await?;
+        let registration = match tx.user_by_name(&project.id, name.as_str()).await? {
+            Some(user) => {
+                tx.mark_user_verified(user.id, now).await?;
+                false
+            }
+            None => {
+                let new_user = NewUser {
+                    uid: uuid::Uuid::new_v4().to_string(),
+                    project_id: project.id.clone(),
+                    name: Some(name.as_str().to_owned()),
+                    root: false,
+                    created_at: now,
+                    verified_at: Some(now),
+                };
+                tx.insert_user(&new_user).await?.is_some()
+            }
+        };
+        tx.commit().await?;
+        Ok(Authenticated::Imported { registration })
+    }
+
+    /// Starts changing the name of the user behind `user_token`: sends a code to the new
+    /// name and returns its CODE_TOKEN. The name changes when that code is confirmed.
+    pub async fn change_name(&self, user_token: &str, name: &Name) -> Result<String> {
+        let session = self.require_session(user_token).await?;
+        let user = session.user;
+        if user.name.as_deref() == Some(name.as_str()) {
+            return Err(Error::failed_precondition(
+                "this is already the user's name",
+            ));
+        }
+        let project = self.project_by_id(&user.project_id).await?;
+        let now = self.now();
+        let mut tx = self.store().begin().await?;
+        if tx.user_by_name(&project.id, name.as_str()).await?.is_some() {
+            return Err(name_taken());
+        }
+        self.check_message_budget(&mut tx, name, now).await?;
+        let code_token = self
+            .send_login_code(&mut tx, &project, user.id, name, now)
+            .await?;
+        tx.commit().await?;
+        self.inner.outbox.notify();
+        Ok(code_token)
+    }
+
+    /// Sends a new code (and link) for a login request whose code was never attempted;
+    /// the previous code and link stop working. The expiry restarts from now.
     pub async fn resend_code(&self, name: &str, code_token: &str) -> Result<()> {
         let name = parse_name(name)?;
         let token_hash = code_token_hash(code_token)?;
@@ -89,7 +185,10 @@ impl Auth {
             .ok_or_else(|| {
                 Error::NotFound("no login request for this name and code token".into())
             })?;
-        if request.consumed_at.is_some() || request.expires_at <= now {
+        if request.consumed_at.is_some()
+            || request.confirmed_at.is_some()
+            || request.expires_at <= now
+        {
             return Err(Error::failed_precondition(
                 "this login request has expired or was already confirmed; start a new login",
             ));
@@ -100,23 +199,20 @@ impl Auth {
             ));
         }
         self.check_message_budget(&mut tx, &name, now).await?;
-        let project = self.project_of_request(&request.project_id).await?;
+        let project = self.project_by_id(&request.project_id).await?;
         let code = LoginCode::generate(project.code_length);
+        let link = SecretToken::generate(TokenKind::Link);
         let sealed = self.inner.code_key.seal(&token_hash, &code);
+        let expires_at = now + project.code_lifetime_seconds;
         if !tx
-            .replace_login_code(
-                request.id,
-                &sealed,
-                now + project.code_lifetime_seconds,
-                now,
-            )
+            .replace_login_code(request.id, &sealed, link.hash().as_bytes(), expires_at, now)
             .await?
         {
             return Err(Error::failed_precondition(
                 "this login request changed meanwhile; start a new login",
             ));
         }
-        tx.enqueue_message(&code_message(&project, &name, &code, now))
+        tx.enqueue_message(&self.code_message(&project, &name, &code, &link, now))
             .await?;
         tx.commit().await?;
         self.inner.outbox.notify();
@@ -124,7 +220,7 @@ impl Auth {
     }
 
     /// Exchanges a code and its CODE_TOKEN for a session. Every try spends one attempt
-    /// first; a wrong code is judged after, so the budget holds under concurrent guesses.
+    /// first; the code is judged after, so the budget holds under concurrent guesses.
     pub async fn confirm(&self, code: &str, code_token: &str) -> Result<IssuedSession> {
         let token_hash = code_token_hash(code_token)?;
         let code = LoginCode::parse(code)
@@ -133,18 +229,7 @@ impl Auth {
         let mut tx = self.store().begin().await?;
         let Some(request) = tx.spend_login_attempt(token_hash.as_bytes(), now).await? else {
             let request = tx.login_request(token_hash.as_bytes()).await?;
-            return Err(match request {
-                None => Error::NotFound("unknown code token".into()),
-                Some(r) if r.consumed_at.is_some() => Error::failed_precondition(
-                    "this code token was already used; start a new login",
-                ),
-                Some(r) if r.expires_at <= now => {
-                    Error::failed_precondition("the code has expired; start a new login")
-                }
-                Some(_) => Error::failed_precondition(
-                    "too many wrong codes: this code token no longer works; start a new login",
-                ),
-            });
+            return Err(dead_request(request.as_ref(), now));
         };
         if !self
             .inner
@@ -169,22 +254,125 @@ impl Auth {
                 "this code token was already used; start a new login",
             ));
         }
-        tx.mark_user_verified(request.user_id, now).await?;
-        let user = tx.user_by_id(request.user_id).await?.ok_or_else(|| {
-            Error::NotFound("the user of this login request no longer exists".into())
-        })?;
-        let session = self.open_session(&mut tx, &user, now).await?;
+        let session = self.finish_login(&mut tx, &request, now).await?;
         tx.commit().await?;
         Ok(session)
     }
 
-    async fn project_of_request(&self, project_id: &str) -> Result<ProjectRecord> {
-        self.store()
-            .project_by_id(project_id)
-            .await?
-            .ok_or_else(|| {
-                Error::NotFound("the project of this login request no longer exists".into())
-            })
+    /// Has the magic link of this login request been followed? `Ok(None)`: not yet.
+    /// Once it has, the session is handed out exactly once.
+    pub async fn poll(&self, code_token: &str) -> Result<Option<IssuedSession>> {
+        let token_hash = code_token_hash(code_token)?;
+        let now = self.now();
+        let mut tx = self.store().begin().await?;
+        let collected = tx
+            .collect_confirmed_login(token_hash.as_bytes(), now, now - POLL_COLLECT_SECONDS)
+            .await?;
+        let Some(request) = collected else {
+            let request = tx.login_request(token_hash.as_bytes()).await?;
+            return match request {
+                Some(r)
+                    if r.confirmed_at.is_none()
+                        && r.consumed_at.is_none()
+                        && r.expires_at > now =>
+                {
+                    Ok(None)
+                }
+                other => Err(dead_request(other.as_ref(), now)),
+            };
+        };
+        let session = self.finish_login(&mut tx, &request, now).await?;
+        tx.commit().await?;
+        Ok(Some(session))
+    }
+
+    /// The name of the project a live magic link logs into; the link page shows it. Reads
+    /// only: opening a link must not confirm anything.
+    pub async fn login_link_project(&self, link_token: &str) -> Result<String> {
+        let hash = link_token_hash(link_token)?;
+        let now = self.now();
+        let mut tx = self.store().begin().await?;
+        let request = tx.login_request_by_link(hash.as_bytes()).await?;
+        drop(tx);
+        match request {
+            Some(r)
+                if r.confirmed_at.is_none() && r.consumed_at.is_none() && r.expires_at > now =>
+            {
+                Ok(self.project_by_id(&r.project_id).await?.name)
+            }
+            other => Err(dead_link(other.as_ref())),
+        }
+    }
+
+    /// Marks the login request of a magic link confirmed; its session goes to whoever
+    /// polls with the CODE_TOKEN (the app that started the login), not to the browser.
+    pub async fn confirm_link(&self, link_token: &str) -> Result<()> {
+        let hash = link_token_hash(link_token)?;
+        let now = self.now();
+        let mut tx = self.store().begin().await?;
+        if tx.confirm_login_link(hash.as_bytes(), now).await?.is_none() {
+            let request = tx.login_request_by_link(hash.as_bytes()).await?;
+            return Err(dead_link(request.as_ref()));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Completes a login whose request was just consumed: verifies the user, applies a
+    /// pending name change, opens the session.
+    async fn finish_login(
+        &self,
+        tx: &mut Tx,
+        request: &LoginRequestRecord,
+        now: i64,
+    ) -> Result<IssuedSession> {
+        let mut user = tx.user_by_id(request.user_id).await?.ok_or_else(|| {
+            Error::NotFound("the user of this login request no longer exists".into())
+        })?;
+        if user.name.as_deref() != Some(request.name.as_str()) {
+            if tx
+                .user_by_name(&user.project_id, &request.name)
+                .await?
+                .is_some()
+            {
+                return Err(name_taken());
+            }
+            tx.rename_user(user.id, &request.name, now).await?;
+            user.name = Some(request.name.clone());
+        } else {
+            tx.mark_user_verified(user.id, now).await?;
+        }
+        self.open_session(tx, &user, now).await
+    }
+
+    /// Creates the login request and queues the mail (or text) with its code and link.
+    async fn send_login_code(
+        &self,
+        tx: &mut Tx,
+        project: &ProjectRecord,
+        user_id: i64,
+        name: &Name,
+        now: i64,
+    ) -> Result<String> {
+        let code_token = SecretToken::generate(TokenKind::Code);
+        let link = SecretToken::generate(TokenKind::Link);
+        let token_hash = code_token.hash();
+        let code = LoginCode::generate(project.code_length);
+        tx.insert_login_request(&NewLoginRequest {
+            token_hash: token_hash.0,
+            project_id: project.id.clone(),
+            user_id,
+            name: name.as_str().to_owned(),
+            code_hmac: self.inner.code_key.seal(&token_hash, &code),
+            link_token_hash: link.hash().0,
+            attempts_left: project.code_attempts,
+            expires_at: now + project.code_lifetime_seconds,
+            created_at: now,
+        })
+        .await?;
+        tx.enqueue_message(&self.code_message(project, name, &code, &link, now))
+            .await?;
+        Ok(code_token.into_string())
     }
 
     /// Refuses to queue more messages to one recipient than the policy allows per window,
@@ -205,6 +393,102 @@ impl Auth {
         }
         Ok(())
     }
+
+    fn code_message(
+        &self,
+        project: &ProjectRecord,
+        name: &Name,
+        code: &LoginCode,
+        link: &SecretToken,
+        now: i64,
+    ) -> NewMessage {
+        let minutes = (project.code_lifetime_seconds / 60).max(1);
+        let base = project.link_base.as_deref().unwrap_or(self.keys().issuer());
+        let url = format!(
+            "{}{LINK_PATH}?token={}",
+            base.trim_end_matches('/'),
+            link.expose()
+        );
+        let (channel, subject, body) = match name {
+            Name::Email(_) => (
+                Channel::Email,
+                format!("Your login code for {}: {}", project.name, code.expose()),
+                format!(
+                    "Your login code for {} is:\n\n    {}\n\nOr log in with this link:\n\n    {url}\n\n\
+                     Both work once and expire in {minutes} minutes.\n\
+                     If you did not try to log in, you can ignore this mail.\n",
+                    project.name,
+                    code.expose()
+                ),
+            ),
+            Name::Phone(_) => (
+                Channel::Sms,
+                String::new(),
+                format!(
+                    "{} is your {} login code. It expires in {minutes} minutes.",
+                    code.expose(),
+                    project.name
+                ),
+            ),
+        };
+        NewMessage {
+            project_id: Some(project.id.clone()),
+            channel,
+            recipient: name.as_str().to_owned(),
+            subject,
+            body,
+            sender: project.mail_sender.clone(),
+            created_at: now,
+        }
+    }
+}
+
+async fn existing_user(tx: &mut Tx, project: &ProjectRecord, name: &Name) -> Result<UserRecord> {
+    tx.user_by_name(&project.id, name.as_str())
+        .await?
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("user vanished during registration")))
+}
+
+fn name_taken() -> Error {
+    Error::AlreadyExists("this name is already taken in this project".into())
+}
+
+/// Why a login request can no longer be used.
+fn dead_request(request: Option<&LoginRequestRecord>, now: i64) -> Error {
+    match request {
+        None => Error::NotFound("unknown code token".into()),
+        Some(r) if r.consumed_at.is_some() => {
+            Error::failed_precondition("this code token was already used; start a new login")
+        }
+        Some(r) if r.confirmed_at.is_some() => {
+            Error::failed_precondition("this login was confirmed too long ago; start a new login")
+        }
+        Some(r) if r.expires_at <= now => {
+            Error::failed_precondition("the code has expired; start a new login")
+        }
+        Some(_) => Error::failed_precondition(
+            "too many wrong codes: this code token no longer works; start a new login",
+        ),
+    }
+}
+
+/// Why a magic link no longer works.
+fn dead_link(request: Option<&LoginRequestRecord>) -> Error {
+    match request {
+        Some(r) if r.confirmed_at.is_some() || r.consumed_at.is_some() => {
+            Error::failed_precondition("this link was already used")
+        }
+        Some(_) => Error::failed_precondition("this link has expired; start a new login"),
+        None => Error::NotFound("unknown link".into()),
+    }
+}
+
+fn link_token_hash(link_token: &str) -> Result<TokenHash> {
+    let token = link_token.trim();
+    if token.len() > crate::domain::MAX_TOKEN_LEN || TokenKind::of(token) != Some(TokenKind::Link) {
+        return Err(Error::NotFound("unknown link".into()));
+    }
+    Ok(TokenHash::of(token))
 }
 
 fn code_token_hash(code_token: &str) -> Result<TokenHash> {
@@ -213,37 +497,4 @@ fn code_token_hash(code_token: &str) -> Result<TokenHash> {
         return Err(Error::NotFound("unknown code token".into()));
     }
     Ok(TokenHash::of(token))
-}
-
-fn code_message(project: &ProjectRecord, name: &Name, code: &LoginCode, now: i64) -> NewMessage {
-    let minutes = (project.code_lifetime_seconds / 60).max(1);
-    let (channel, subject, body) = match name {
-        Name::Email(_) => (
-            Channel::Email,
-            format!("Your login code for {}: {}", project.name, code.expose()),
-            format!(
-                "Your login code for {} is:\n\n    {}\n\nIt works once and expires in {minutes} minutes.\n\
-                 If you did not try to log in, you can ignore this mail.\n",
-                project.name,
-                code.expose()
-            ),
-        ),
-        Name::Phone(_) => (
-            Channel::Sms,
-            String::new(),
-            format!(
-                "{} is your {} login code. It expires in {minutes} minutes.",
-                code.expose(),
-                project.name
-            ),
-        ),
-    };
-    NewMessage {
-        channel,
-        recipient: name.as_str().to_owned(),
-        subject,
-        body,
-        sender: project.mail_sender.clone(),
-        created_at: now,
-    }
 }

@@ -1,21 +1,28 @@
 //! The operations both transports call. Every rule of authentication lives here or in
 //! `domain`; gRPC and HTTP handlers only translate.
 
+mod events;
+mod external;
 mod login;
 mod projects;
+mod recovery;
 mod sessions;
+mod users;
 
 use std::sync::Arc;
 
 use crate::delivery::OutboxSignal;
-use crate::domain::{Clock, CodeKey, MAX_TOKEN_LEN, Name, TokenKind};
+use crate::domain::{Clock, CodeKey, MAX_TOKEN_LEN, Name, TokenHash, TokenKind};
 use crate::error::{Error, Result};
 use crate::jwt::JwtKeys;
 use crate::store::{ProjectRecord, Store};
 
-pub use login::LoginStarted;
-pub use projects::CreatedProject;
+pub use events::{LogPage, MAX_LOG_DATA_LEN};
+pub use login::{Authenticated, LINK_PATH};
+pub use projects::{CreatedProject, ProjectSettings, SettingsChange};
+pub use recovery::Recovered;
 pub use sessions::{Authorization, IssuedSession, UserInfo};
+pub use users::{ImportRow, ImportedRow, MAX_IMPORT_BATCH};
 
 /// Tunables of the authentication rules, from the settings.
 #[derive(Clone, Debug)]
@@ -87,6 +94,24 @@ impl Auth {
 
     fn now(&self) -> i64 {
         self.inner.clock.now()
+    }
+
+    async fn project_by_id(&self, project_id: &str) -> Result<ProjectRecord> {
+        self.store()
+            .project_by_id(project_id)
+            .await?
+            .ok_or_else(|| Error::NotFound("unknown project".into()))
+    }
+
+    async fn project_for_admin_token(&self, admin_token: &str) -> Result<ProjectRecord> {
+        let token = parse_token(admin_token, "admin token")?;
+        if TokenKind::of(token) != Some(TokenKind::Admin) {
+            return Err(Error::unauthenticated("unknown admin token"));
+        }
+        self.store()
+            .project_by_admin_token_hash(TokenHash::of(token).as_bytes())
+            .await?
+            .ok_or_else(|| Error::unauthenticated("unknown admin token"))
     }
 
     async fn project_for_app_token(&self, app_token: &str) -> Result<ProjectRecord> {

@@ -1,9 +1,10 @@
 //! Projects (tenants): creation, and the default project of a first start.
 
 use super::Auth;
-use crate::domain::{Email, SecretToken, TokenKind};
+use crate::domain::{Email, LoginCode, SecretToken, TokenKind};
 use crate::error::{Error, Result};
-use crate::store::{NewProject, NewUser};
+use crate::jwt::ExternalKey;
+use crate::store::{NewProject, NewUser, ProjectRecord};
 
 /// A new project with its tokens. The admin token is shown here once and stored only as
 /// a hash.
@@ -80,5 +81,287 @@ impl Auth {
         self.create_project("Default project", owner, false, false)
             .await
             .map(Some)
+    }
+}
+
+/// A project's settings as its admin sees them. Secrets (the SMS webhook secret, the
+/// external token key) are never shown back, only whether they are set.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProjectSettings {
+    pub project_id: String,
+    pub name: String,
+    pub app_token: String,
+    pub anonymous_login: bool,
+    pub recovery: bool,
+    pub code_length: u32,
+    pub code_lifetime_seconds: i64,
+    pub code_attempts: i64,
+    pub mail_sender: Option<String>,
+    pub link_base: Option<String>,
+    pub sms_webhook_url: Option<String>,
+    pub sms_webhook_secret_set: bool,
+    pub external_token_issuer: Option<String>,
+    pub external_token_audience: Option<String>,
+    pub external_token_key_set: bool,
+}
+
+impl From<&ProjectRecord> for ProjectSettings {
+    fn from(p: &ProjectRecord) -> ProjectSettings {
+        ProjectSettings {
+            project_id: p.id.clone(),
+            name: p.name.clone(),
+            app_token: p.app_token.clone(),
+            anonymous_login: p.anonymous_login,
+            recovery: p.recovery,
+            code_length: p.code_length,
+            code_lifetime_seconds: p.code_lifetime_seconds,
+            code_attempts: p.code_attempts,
+            mail_sender: p.mail_sender.clone(),
+            link_base: p.link_base.clone(),
+            sms_webhook_url: p.sms_webhook_url.clone(),
+            sms_webhook_secret_set: p.sms_webhook_secret.is_some(),
+            external_token_issuer: p.external_issuer.clone(),
+            external_token_audience: p.external_audience.clone(),
+            external_token_key_set: p.external_key_pem.is_some(),
+        }
+    }
+}
+
+/// A change to a project's settings: `None` leaves a setting as it is; for the optional
+/// text settings an empty string clears them.
+#[derive(Debug, Clone, Default)]
+pub struct SettingsChange {
+    pub name: Option<String>,
+    pub anonymous_login: Option<bool>,
+    pub recovery: Option<bool>,
+    pub code_length: Option<u32>,
+    pub code_lifetime_seconds: Option<i64>,
+    pub code_attempts: Option<i64>,
+    pub mail_sender: Option<String>,
+    pub link_base: Option<String>,
+    pub sms_webhook_url: Option<String>,
+    pub sms_webhook_secret: Option<String>,
+    pub external_token_issuer: Option<String>,
+    pub external_token_audience: Option<String>,
+    pub external_token_key_pem: Option<String>,
+}
+
+impl SettingsChange {
+    /// Checks every field and applies the change to `project`; on error, `project` may be
+    /// partly changed and must not be stored.
+    pub fn apply(&self, project: &mut ProjectRecord) -> Result<()> {
+        if let Some(name) = &self.name {
+            let name = name.trim();
+            if name.is_empty() || name.chars().count() > 100 {
+                return Err(Error::invalid("name", "must be 1 to 100 characters"));
+            }
+            project.name = name.to_owned();
+        }
+        if let Some(on) = self.anonymous_login {
+            project.anonymous_login = on;
+        }
+        if let Some(on) = self.recovery {
+            project.recovery = on;
+        }
+        if let Some(length) = self.code_length {
+            if !(LoginCode::MIN_LENGTH..=LoginCode::MAX_LENGTH).contains(&length) {
+                return Err(Error::invalid("code_length", "must be 4 to 8 digits"));
+            }
+            project.code_length = length;
+        }
+        if let Some(seconds) = self.code_lifetime_seconds {
+            if !(60..=3600).contains(&seconds) {
+                return Err(Error::invalid(
+                    "code_lifetime_seconds",
+                    "must be 60 to 3600 seconds",
+                ));
+            }
+            project.code_lifetime_seconds = seconds;
+        }
+        if let Some(attempts) = self.code_attempts {
+            if !(1..=10).contains(&attempts) {
+                return Err(Error::invalid("code_attempts", "must be 1 to 10"));
+            }
+            project.code_attempts = attempts;
+        }
+        if let Some(sender) = text_setting(&self.mail_sender, "mail_sender")? {
+            project.mail_sender = sender
+                .map(|s| crate::delivery::validate_sender(&s).map(|()| s))
+                .transpose()
+                .map_err(|e| Error::invalid("mail_sender", e))?;
+        }
+        if let Some(base) = text_setting(&self.link_base, "link_base")? {
+            project.link_base = base.map(|b| http_url(b, "link_base")).transpose()?;
+        }
+        if let Some(url) = text_setting(&self.sms_webhook_url, "sms_webhook_url")? {
+            project.sms_webhook_url = url.map(|u| http_url(u, "sms_webhook_url")).transpose()?;
+        }
+        if let Some(secret) = text_setting(&self.sms_webhook_secret, "sms_webhook_secret")? {
+            project.sms_webhook_secret = secret;
+        }
+        if let Some(issuer) = text_setting(&self.external_token_issuer, "external_token_issuer")? {
+            project.external_issuer = issuer;
+        }
+        if let Some(audience) =
+            text_setting(&self.external_token_audience, "external_token_audience")?
+        {
+            project.external_audience = audience;
+        }
+        if let Some(pem) = &self.external_token_key_pem {
+            if pem.len() > 16 * 1024 {
+                return Err(Error::invalid(
+                    "external_token_key_pem",
+                    "is longer than 16 KiB",
+                ));
+            }
+            project.external_key_pem = if pem.trim().is_empty() {
+                None
+            } else {
+                ExternalKey::parse(pem).map_err(|e| Error::invalid("external_token_key_pem", e))?;
+                Some(pem.trim().to_owned())
+            };
+        }
+        Ok(())
+    }
+}
+
+/// `None`: not part of the change; `Some(None)`: clear it; `Some(Some(v))`: set it.
+fn text_setting(value: &Option<String>, field: &'static str) -> Result<Option<Option<String>>> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.len() > 1000 => Err(Error::invalid(field, "is longer than 1000 characters")),
+        Some(v) if v.trim().is_empty() => Ok(Some(None)),
+        Some(v) => Ok(Some(Some(v.trim().to_owned()))),
+    }
+}
+
+fn http_url(url: String, field: &'static str) -> Result<String> {
+    let ok = (url.starts_with("http://") || url.starts_with("https://"))
+        && url.len() > "https://".len()
+        && !url.chars().any(char::is_whitespace);
+    if ok {
+        Ok(url.trim_end_matches('/').to_owned())
+    } else {
+        Err(Error::invalid(field, "must be an http:// or https:// URL"))
+    }
+}
+
+impl Auth {
+    /// The settings of the admin token's project.
+    pub async fn project_settings(&self, admin_token: &str) -> Result<ProjectSettings> {
+        Ok(ProjectSettings::from(
+            &self.project_for_admin_token(admin_token).await?,
+        ))
+    }
+
+    /// Changes the settings of the admin token's project.
+    pub async fn update_project_settings(
+        &self,
+        admin_token: &str,
+        change: &SettingsChange,
+    ) -> Result<ProjectSettings> {
+        let project = self.project_for_admin_token(admin_token).await?;
+        self.store_settings(project, change).await
+    }
+
+    /// Changes a project's settings by id: for the operator's command line, which has the
+    /// database itself and so needs no token.
+    pub async fn update_project_settings_by_id(
+        &self,
+        project_id: &str,
+        change: &SettingsChange,
+    ) -> Result<ProjectSettings> {
+        let project = self.project_by_id(project_id).await?;
+        self.store_settings(project, change).await
+    }
+
+    async fn store_settings(
+        &self,
+        mut project: ProjectRecord,
+        change: &SettingsChange,
+    ) -> Result<ProjectSettings> {
+        change.apply(&mut project)?;
+        let mut tx = self.store().begin().await?;
+        tx.update_project_settings(&project).await?;
+        tx.commit().await?;
+        Ok(ProjectSettings::from(&project))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project() -> ProjectRecord {
+        ProjectRecord {
+            id: "p".into(),
+            name: "P".into(),
+            app_token: "app_x".into(),
+            anonymous_login: false,
+            recovery: false,
+            code_length: 4,
+            code_lifetime_seconds: 600,
+            code_attempts: 3,
+            mail_sender: None,
+            link_base: None,
+            sms_webhook_url: None,
+            sms_webhook_secret: None,
+            external_issuer: None,
+            external_audience: None,
+            external_key_pem: None,
+        }
+    }
+
+    #[test]
+    fn a_change_sets_what_it_names_and_leaves_the_rest() {
+        let mut p = project();
+        let change = SettingsChange {
+            anonymous_login: Some(true),
+            code_length: Some(6),
+            link_base: Some("https://login.acme.test/".into()),
+            ..Default::default()
+        };
+        change.apply(&mut p).unwrap();
+        assert!(p.anonymous_login);
+        assert_eq!(p.code_length, 6);
+        assert_eq!(p.link_base.as_deref(), Some("https://login.acme.test"));
+        assert_eq!(p.code_attempts, 3);
+    }
+
+    #[test]
+    fn empty_text_clears_and_bad_values_are_refused() {
+        let mut p = project();
+        p.sms_webhook_url = Some("https://sms.test".into());
+        SettingsChange {
+            sms_webhook_url: Some(String::new()),
+            ..Default::default()
+        }
+        .apply(&mut p)
+        .unwrap();
+        assert_eq!(p.sms_webhook_url, None);
+        for change in [
+            SettingsChange {
+                code_length: Some(3),
+                ..Default::default()
+            },
+            SettingsChange {
+                code_attempts: Some(0),
+                ..Default::default()
+            },
+            SettingsChange {
+                link_base: Some("ftp://x".into()),
+                ..Default::default()
+            },
+            SettingsChange {
+                mail_sender: Some("not a mailbox".into()),
+                ..Default::default()
+            },
+            SettingsChange {
+                external_token_key_pem: Some("-----BEGIN NOTHING-----".into()),
+                ..Default::default()
+            },
+        ] {
+            assert!(change.apply(&mut project()).is_err(), "{change:?}");
+        }
     }
 }

@@ -6,14 +6,16 @@ impl Tx {
     pub async fn insert_login_request(&mut self, request: &NewLoginRequest) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO login_requests
-               (token_hash, project_id, user_id, name, code_hmac, attempts_left, expires_at, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+               (token_hash, project_id, user_id, name, code_hmac, link_token_hash, attempts_left,
+                expires_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(request.token_hash.as_slice())
         .bind(&request.project_id)
         .bind(request.user_id)
         .bind(&request.name)
         .bind(request.code_hmac.as_slice())
+        .bind(request.link_token_hash.as_slice())
         .bind(request.attempts_left)
         .bind(request.expires_at)
         .bind(request.created_at)
@@ -72,19 +74,77 @@ impl Tx {
         &mut self,
         id: i64,
         code_hmac: &[u8],
+        link_token_hash: &[u8],
         expires_at: i64,
         now: i64,
     ) -> StoreResult<bool> {
         let done = sqlx::query(
-            "UPDATE login_requests SET code_hmac = $1, expires_at = $2
-             WHERE id = $3 AND attempted = 0 AND consumed_at IS NULL AND expires_at > $4",
+            "UPDATE login_requests SET code_hmac = $1, expires_at = $2, link_token_hash = $5
+             WHERE id = $3 AND attempted = 0 AND consumed_at IS NULL AND confirmed_at IS NULL
+               AND expires_at > $4",
         )
         .bind(code_hmac)
         .bind(expires_at)
         .bind(id)
         .bind(now)
+        .bind(link_token_hash)
         .execute(&mut *self.tx)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn login_request_by_link(
+        &mut self,
+        link_token_hash: &[u8],
+    ) -> StoreResult<Option<LoginRequestRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {LOGIN_REQUEST_COLUMNS} FROM login_requests WHERE link_token_hash = $1"
+        ))
+        .bind(link_token_hash)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.as_ref().map(LoginRequestRecord::from_row).transpose()
+    }
+
+    /// Marks a live login request confirmed through its magic link; `None` when the link
+    /// is unknown, used, already followed or expired.
+    pub async fn confirm_login_link(
+        &mut self,
+        link_token_hash: &[u8],
+        now: i64,
+    ) -> StoreResult<Option<LoginRequestRecord>> {
+        let row = sqlx::query(&format!(
+            "UPDATE login_requests SET confirmed_at = $2
+             WHERE link_token_hash = $1 AND consumed_at IS NULL AND confirmed_at IS NULL
+               AND expires_at > $2
+             RETURNING {LOGIN_REQUEST_COLUMNS}"
+        ))
+        .bind(link_token_hash)
+        .bind(now)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.as_ref().map(LoginRequestRecord::from_row).transpose()
+    }
+
+    /// Takes a link-confirmed login request for its session, once; `None` when it is not
+    /// confirmed, already collected, or was confirmed before `confirmed_since`.
+    pub async fn collect_confirmed_login(
+        &mut self,
+        token_hash: &[u8],
+        now: i64,
+        confirmed_since: i64,
+    ) -> StoreResult<Option<LoginRequestRecord>> {
+        let row = sqlx::query(&format!(
+            "UPDATE login_requests SET consumed_at = $2
+             WHERE token_hash = $1 AND consumed_at IS NULL AND confirmed_at IS NOT NULL
+               AND confirmed_at >= $3
+             RETURNING {LOGIN_REQUEST_COLUMNS}"
+        ))
+        .bind(token_hash)
+        .bind(now)
+        .bind(confirmed_since)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.as_ref().map(LoginRequestRecord::from_row).transpose()
     }
 }

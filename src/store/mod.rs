@@ -3,12 +3,14 @@
 //! [`Store::connect`]. Queries use `$n` placeholders, which both backends accept, and
 //! portable column types (integers for times and flags, text, bytes).
 
+mod events;
 mod keys;
 mod logins;
 mod migrations;
 mod outbox;
 mod projects;
 mod records;
+mod recovery;
 mod sessions;
 mod users;
 

@@ -85,8 +85,8 @@ impl Tx {
 
     pub async fn enqueue_message(&mut self, message: &NewMessage) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO outbox (channel, recipient, subject, body, sender, next_attempt_at, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $6)",
+            "INSERT INTO outbox (channel, recipient, subject, body, sender, next_attempt_at, created_at, project_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
         )
         .bind(message.channel.as_str())
         .bind(&message.recipient)
@@ -94,6 +94,7 @@ impl Tx {
         .bind(&message.body)
         .bind(message.sender.as_deref())
         .bind(message.created_at)
+        .bind(message.project_id.as_deref())
         .execute(&mut *self.tx)
         .await?;
         Ok(())

@@ -25,6 +25,19 @@ impl Store {
         row.as_ref().map(ProjectRecord::from_row).transpose()
     }
 
+    pub async fn project_by_admin_token_hash(
+        &self,
+        hash: &[u8],
+    ) -> StoreResult<Option<ProjectRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {PROJECT_COLUMNS} FROM projects WHERE admin_token_hash = $1"
+        ))
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(ProjectRecord::from_row).transpose()
+    }
+
     pub async fn project_by_id(&self, id: &str) -> StoreResult<Option<ProjectRecord>> {
         let row = sqlx::query(&format!(
             "SELECT {PROJECT_COLUMNS} FROM projects WHERE id = $1"
@@ -37,6 +50,34 @@ impl Store {
 }
 
 impl Tx {
+    /// Writes every setting of `project` (the caller merged the change into the record).
+    pub async fn update_project_settings(&mut self, project: &ProjectRecord) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE projects SET name = $2, anonymous_login = $3, recovery = $4, code_length = $5,
+               code_lifetime_seconds = $6, code_attempts = $7, mail_sender = $8, link_base = $9,
+               sms_webhook_url = $10, sms_webhook_secret = $11, external_issuer = $12,
+               external_audience = $13, external_key_pem = $14
+             WHERE id = $1",
+        )
+        .bind(&project.id)
+        .bind(&project.name)
+        .bind(project.anonymous_login as i64)
+        .bind(project.recovery as i64)
+        .bind(i64::from(project.code_length))
+        .bind(project.code_lifetime_seconds)
+        .bind(project.code_attempts)
+        .bind(project.mail_sender.as_deref())
+        .bind(project.link_base.as_deref())
+        .bind(project.sms_webhook_url.as_deref())
+        .bind(project.sms_webhook_secret.as_deref())
+        .bind(project.external_issuer.as_deref())
+        .bind(project.external_audience.as_deref())
+        .bind(project.external_key_pem.as_deref())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
     pub async fn insert_project(&mut self, project: &NewProject) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO projects (id, name, app_token, admin_token_hash, anonymous_login, recovery, created_at)

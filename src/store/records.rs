@@ -6,7 +6,8 @@ use sqlx::any::AnyRow;
 use super::{StoreResult, flag};
 
 pub(super) const PROJECT_COLUMNS: &str = "id, name, app_token, anonymous_login, recovery, code_length, \
-     code_lifetime_seconds, code_attempts, mail_sender";
+     code_lifetime_seconds, code_attempts, mail_sender, link_base, sms_webhook_url, sms_webhook_secret, \
+     external_issuer, external_audience, external_key_pem";
 
 #[derive(Clone, Debug)]
 pub struct ProjectRecord {
@@ -19,6 +20,15 @@ pub struct ProjectRecord {
     pub code_lifetime_seconds: i64,
     pub code_attempts: i64,
     pub mail_sender: Option<String>,
+    /// Base URL of magic links; `None`: the service's public URL.
+    pub link_base: Option<String>,
+    /// Where texts are posted; `None`: the service-wide webhook.
+    pub sms_webhook_url: Option<String>,
+    pub sms_webhook_secret: Option<String>,
+    pub external_issuer: Option<String>,
+    pub external_audience: Option<String>,
+    /// PEM private key external tokens are signed with.
+    pub external_key_pem: Option<String>,
 }
 
 impl ProjectRecord {
@@ -33,6 +43,12 @@ impl ProjectRecord {
             code_lifetime_seconds: row.try_get("code_lifetime_seconds")?,
             code_attempts: row.try_get("code_attempts")?,
             mail_sender: row.try_get("mail_sender")?,
+            link_base: row.try_get("link_base")?,
+            sms_webhook_url: row.try_get("sms_webhook_url")?,
+            sms_webhook_secret: row.try_get("sms_webhook_secret")?,
+            external_issuer: row.try_get("external_issuer")?,
+            external_audience: row.try_get("external_audience")?,
+            external_key_pem: row.try_get("external_key_pem")?,
         })
     }
 }
@@ -88,8 +104,8 @@ pub struct NewUser {
     pub verified_at: Option<i64>,
 }
 
-pub(super) const LOGIN_REQUEST_COLUMNS: &str =
-    "id, project_id, user_id, name, code_hmac, attempts_left, attempted, expires_at, consumed_at";
+pub(super) const LOGIN_REQUEST_COLUMNS: &str = "id, project_id, user_id, name, code_hmac, \
+     attempts_left, attempted, expires_at, confirmed_at, consumed_at";
 
 #[derive(Clone, Debug)]
 pub struct LoginRequestRecord {
@@ -101,6 +117,8 @@ pub struct LoginRequestRecord {
     pub attempts_left: i64,
     pub attempted: bool,
     pub expires_at: i64,
+    /// Set when the magic link was followed.
+    pub confirmed_at: Option<i64>,
     pub consumed_at: Option<i64>,
 }
 
@@ -115,6 +133,7 @@ impl LoginRequestRecord {
             attempts_left: row.try_get("attempts_left")?,
             attempted: flag(row, "attempted")?,
             expires_at: row.try_get("expires_at")?,
+            confirmed_at: row.try_get("confirmed_at")?,
             consumed_at: row.try_get("consumed_at")?,
         })
     }
@@ -126,6 +145,7 @@ pub struct NewLoginRequest {
     pub user_id: i64,
     pub name: String,
     pub code_hmac: Vec<u8>,
+    pub link_token_hash: [u8; 32],
     pub attempts_left: i64,
     pub expires_at: i64,
     pub created_at: i64,
@@ -196,6 +216,7 @@ impl Channel {
 }
 
 pub struct NewMessage {
+    pub project_id: Option<String>,
     pub channel: Channel,
     pub recipient: String,
     pub subject: String,
@@ -205,11 +226,12 @@ pub struct NewMessage {
 }
 
 pub(super) const OUTBOX_COLUMNS: &str =
-    "id, channel, recipient, subject, body, sender, attempts, next_attempt_at";
+    "id, project_id, channel, recipient, subject, body, sender, attempts, next_attempt_at";
 
 #[derive(Clone, Debug)]
 pub struct OutboxMessage {
     pub id: i64,
+    pub project_id: Option<String>,
     pub channel: Channel,
     pub recipient: String,
     pub subject: String,
@@ -224,6 +246,7 @@ impl OutboxMessage {
         let channel: String = row.try_get("channel")?;
         Ok(OutboxMessage {
             id: row.try_get("id")?,
+            project_id: row.try_get("project_id")?,
             channel: if channel == "sms" {
                 Channel::Sms
             } else {
@@ -237,4 +260,41 @@ impl OutboxMessage {
             next_attempt_at: row.try_get("next_attempt_at")?,
         })
     }
+}
+
+/// One row of a user import.
+pub struct ImportedUser {
+    pub uid: String,
+    pub name: String,
+    pub password_hash: Option<String>,
+}
+
+pub(super) const EVENT_COLUMNS: &str = "id, project_id, owner_id, name, created_at";
+
+#[derive(Clone, Debug)]
+pub struct EventRecord {
+    pub id: String,
+    pub project_id: String,
+    pub owner_id: i64,
+    pub name: String,
+    pub created_at: i64,
+}
+
+impl EventRecord {
+    pub(super) fn from_row(row: &AnyRow) -> StoreResult<Self> {
+        Ok(EventRecord {
+            id: row.try_get("id")?,
+            project_id: row.try_get("project_id")?,
+            owner_id: row.try_get("owner_id")?,
+            name: row.try_get("name")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogRecord {
+    pub id: i64,
+    pub data: Option<String>,
+    pub created_at: i64,
 }

@@ -2,6 +2,23 @@
 
 use super::*;
 
+impl Store {
+    pub async fn user_by_name(
+        &self,
+        project_id: &str,
+        name: &str,
+    ) -> StoreResult<Option<UserRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE project_id = $1 AND name = $2"
+        ))
+        .bind(project_id)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(UserRecord::from_row).transpose()
+    }
+}
+
 impl Tx {
     pub async fn user_by_name(
         &mut self,
@@ -51,6 +68,73 @@ impl Tx {
             .bind(user_id)
             .fetch_optional(&mut *self.tx)
             .await?;
+        row.as_ref().map(UserRecord::from_row).transpose()
+    }
+
+    pub async fn user_by_uid(&mut self, uid: &str) -> StoreResult<Option<UserRecord>> {
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE uid = $1"))
+            .bind(uid)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.as_ref().map(UserRecord::from_row).transpose()
+    }
+
+    /// Renames a user; `Conflict` when the name is taken in the project.
+    pub async fn rename_user(&mut self, user_id: i64, name: &str, now: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE users SET name = $1, verified_at = $2 WHERE id = $3")
+            .bind(name)
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes a user; sessions, login requests and recovery tokens go with it (foreign
+    /// keys cascade).
+    pub async fn delete_user(&mut self, user_id: i64) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(user_id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn set_encryption(
+        &mut self,
+        user_id: i64,
+        encrypted: bool,
+        text: Option<&str>,
+    ) -> StoreResult<()> {
+        sqlx::query("UPDATE users SET encrypted = $1, encryption_text = $2 WHERE id = $3")
+            .bind(encrypted as i64)
+            .bind(text)
+            .bind(user_id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Inserts an imported, verified user; `None` when its name or uid is taken. Does not
+    /// abort the transaction on conflict, so a whole batch can be checked and reported.
+    pub async fn import_user(
+        &mut self,
+        project_id: &str,
+        user: &ImportedUser,
+        now: i64,
+    ) -> StoreResult<Option<UserRecord>> {
+        let row = sqlx::query(&format!(
+            "INSERT INTO users (uid, project_id, name, password_hash, root, created_at, verified_at)
+             VALUES ($1, $2, $3, $4, 0, $5, $5) ON CONFLICT DO NOTHING
+             RETURNING {USER_COLUMNS}"
+        ))
+        .bind(&user.uid)
+        .bind(project_id)
+        .bind(&user.name)
+        .bind(user.password_hash.as_deref())
+        .bind(now)
+        .fetch_optional(&mut *self.tx)
+        .await?;
         row.as_ref().map(UserRecord::from_row).transpose()
     }
 }

@@ -151,3 +151,86 @@ fn serve_prints_the_default_project_once_and_exits_cleanly_on_sigterm() {
     start(true);
     start(false);
 }
+
+#[tokio::test]
+async fn project_settings_changes_only_what_is_given_and_refuses_bad_values() {
+    let database = TestDatabase::new(Backend::Sqlite).await;
+    let created = portcullis()
+        .args([
+            "project",
+            "create",
+            "--name",
+            "Acme",
+            "--database-url",
+            &database.url,
+        ])
+        .output()
+        .unwrap();
+    let project: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    let id = project["project_id"].as_str().unwrap();
+
+    let output = portcullis()
+        .args([
+            "project",
+            "settings",
+            "--project-id",
+            id,
+            "--anonymous",
+            "true",
+            "--code-length",
+            "6",
+        ])
+        .args(["--database-url", &database.url])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let settings: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(settings["anonymous_login"], true);
+    assert_eq!(settings["code_length"], 6);
+    assert_eq!(settings["recovery"], false);
+    assert_eq!(settings["name"], "Acme");
+
+    let refused = portcullis()
+        .args([
+            "project",
+            "settings",
+            "--project-id",
+            id,
+            "--code-length",
+            "12",
+            "--anonymous",
+            "false",
+        ])
+        .args(["--database-url", &database.url])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("code_length"));
+
+    let unknown = portcullis()
+        .args([
+            "project",
+            "settings",
+            "--project-id",
+            "nope",
+            "--recovery",
+            "true",
+        ])
+        .args(["--database-url", &database.url])
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown project"));
+
+    let app = spawn_app_on(database, |_| {}).await;
+    let token = project["app_token"].as_str().unwrap();
+    let anonymous = app
+        .authenticate_with(token, "")
+        .await
+        .expect("anonymous login was turned on");
+    assert!(anonymous.session.is_some());
+}

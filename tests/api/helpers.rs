@@ -4,9 +4,13 @@
 
 use portcullis::Application;
 use portcullis::domain::Clock;
+use portcullis::grpc::pb::admin_service_client::AdminServiceClient;
 use portcullis::grpc::pb::authentication_service_client::AuthenticationServiceClient;
+use portcullis::grpc::pb::log_service_client::LogServiceClient;
+use portcullis::grpc::pb::recovery_service_client::RecoveryServiceClient;
 use portcullis::grpc::pb::verification_service_client::VerificationServiceClient;
 use portcullis::grpc::pb::*;
+use portcullis::service::Auth;
 use portcullis::service::CreatedProject;
 use portcullis::settings::Settings;
 use sqlx::Row;
@@ -195,7 +199,12 @@ pub struct TestApp {
     pub outbox: PathBuf,
     pub authentication: AuthenticationServiceClient<Channel>,
     pub verification: VerificationServiceClient<Channel>,
+    pub recovery: RecoveryServiceClient<Channel>,
+    pub logs: LogServiceClient<Channel>,
+    pub admin: AdminServiceClient<Channel>,
     pub http: reqwest::Client,
+    /// The service core, for set-up a test cannot do over the wire (a second project).
+    pub auth: Auth,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _outbox_dir: tempfile::TempDir,
@@ -229,6 +238,7 @@ pub async fn spawn_app_on(
         .expect("build the application");
     let port = app.port();
     let clock = app.clock();
+    let auth = app.auth().clone();
     let project = match app.default_project() {
         Some(project) => CreatedProject {
             project_id: project.project_id.clone(),
@@ -260,8 +270,16 @@ pub async fn spawn_app_on(
         project,
         outbox: outbox_dir.path().to_path_buf(),
         authentication: AuthenticationServiceClient::new(channel.clone()),
-        verification: VerificationServiceClient::new(channel),
-        http: reqwest::Client::new(),
+        verification: VerificationServiceClient::new(channel.clone()),
+        recovery: RecoveryServiceClient::new(channel.clone()),
+        logs: LogServiceClient::new(channel.clone()),
+        admin: AdminServiceClient::new(channel),
+        // Redirects are the test's business, not the client's.
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+        auth,
         shutdown: Some(shutdown_tx),
         server: Some(server),
         _outbox_dir: outbox_dir,
@@ -378,6 +396,27 @@ impl TestApp {
             .map(|_| ())
     }
 
+    /// Changes project settings with the admin token.
+    pub async fn update_settings(&self, change: UpdateProjectSettingsRequest) -> Project {
+        self.admin
+            .clone()
+            .update_project_settings(bearer(&self.project.admin_token, change))
+            .await
+            .expect("update settings")
+            .into_inner()
+    }
+
+    pub async fn poll(&self, code_token: &str) -> Result<PollResponse, tonic::Status> {
+        let request = PollRequest {
+            code_token: code_token.into(),
+        };
+        self.verification
+            .clone()
+            .poll(request)
+            .await
+            .map(|r| r.into_inner())
+    }
+
     /// Logs `name` in through the whole code flow.
     pub async fn log_in(&self, name: &str) -> LoggedIn {
         let seen = self.mails_to(name).len();
@@ -422,7 +461,51 @@ pub fn read_outbox(dir: &Path, recipient: &str) -> Vec<String> {
     files
         .iter()
         .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|text| decode_mail(&text))
         .collect()
+}
+
+/// A mail as a person reads it: a quoted-printable body decoded (long lines such as the
+/// magic link are wrapped that way on the wire).
+pub fn decode_mail(raw: &str) -> String {
+    let raw = raw.replace("\r\n", "\n");
+    let Some((headers, body)) = raw.split_once("\n\n") else {
+        return raw;
+    };
+    if !headers
+        .to_ascii_lowercase()
+        .contains("content-transfer-encoding: quoted-printable")
+    {
+        return raw;
+    }
+    let bytes = body.replace("=\n", "").into_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'=' && i + 2 < bytes.len())
+            .then(|| std::str::from_utf8(&bytes[i + 1..i + 3]).ok())
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    format!("{headers}\n\n{}", String::from_utf8_lossy(&out))
+}
+
+/// The magic link in a login mail.
+pub fn link_in(message: &str) -> Option<String> {
+    message
+        .split_whitespace()
+        .find(|word| word.starts_with("http") && word.contains("/login/link?token="))
+        .map(str::to_owned)
 }
 
 /// The first run of 4 to 8 digits standing alone on a line or at the start of a text.

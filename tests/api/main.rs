@@ -1,10 +1,18 @@
 //! The integration suite: one binary, a module per area. Each test starts the real server
 //! on port 0 with its own database and talks to it with real clients.
 
+mod account;
+mod admin;
+mod anonymous;
 mod cli;
+mod external;
 mod health;
 mod helpers;
 mod login;
 mod login_refusals;
+mod logs;
+mod magic_link;
+mod recovery;
 mod server;
 mod smtp;
+mod texts;

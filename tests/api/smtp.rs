@@ -46,7 +46,10 @@ impl SmtpSink {
                                 data.push_str(&line);
                                 data.push('\n');
                             }
-                            store.lock().unwrap().push((recipient.clone(), data));
+                            store
+                                .lock()
+                                .unwrap()
+                                .push((recipient.clone(), decode_mail(&data)));
                             b"250 queued\r\n"
                         } else if upper.starts_with("QUIT") {
                             write.write_all(b"221 bye\r\n").await.unwrap();
