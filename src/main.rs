@@ -22,16 +22,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Project(ProjectCommand::Settings(args)) => {
-            let store = open_store(&settings.database_url).await?;
-            let public_url = settings.public_url_for(&settings.listen);
-            let auth = build_auth(
-                &store,
-                &settings,
-                public_url,
-                &Clock::default(),
-                OutboxSignal::default(),
-            )
-            .await?;
+            let auth = offline_auth(&settings).await?;
             let key_pem = match &args.external_token_key_file {
                 Some(path) => Some(
                     std::fs::read_to_string(path)
@@ -66,16 +57,7 @@ async fn main() -> anyhow::Result<()> {
             anonymous,
             recovery,
         }) => {
-            let store = open_store(&settings.database_url).await?;
-            let public_url = settings.public_url_for(&settings.listen);
-            let auth = build_auth(
-                &store,
-                &settings,
-                public_url,
-                &Clock::default(),
-                OutboxSignal::default(),
-            )
-            .await?;
+            let auth = offline_auth(&settings).await?;
             let project = auth
                 .create_project(&name, owner.as_deref(), anonymous, recovery)
                 .await?;
@@ -83,6 +65,22 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The service core without a server, for commands an operator runs beside it.
+async fn offline_auth(
+    settings: &portcullis::Settings,
+) -> anyhow::Result<portcullis::service::Auth> {
+    let store = open_store(&settings.database_url).await?;
+    let public_url = settings.public_url_for(&settings.listen);
+    build_auth(
+        &store,
+        settings,
+        public_url,
+        &Clock::default(),
+        OutboxSignal::default(),
+    )
+    .await
 }
 
 async fn serve(settings: portcullis::Settings) -> anyhow::Result<()> {
