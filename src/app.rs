@@ -4,7 +4,7 @@
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
+use axum::http::{HeaderName, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt;
 use secrecy::ExposeSecret;
@@ -15,6 +15,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
 
 use crate::delivery::{self, Deliverer, MailTransport, OutboxSignal};
 use crate::domain::{Clock, CodeKey};
@@ -195,9 +198,25 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
 
+        let request_id = HeaderName::from_static("x-request-id");
         let app: Router = http::router(self.auth.clone())
             .merge(grpc_routes.into_axum_router())
-            .fallback(not_found);
+            .fallback(not_found)
+            // Every response carries a request id (the caller's, or a new one), and the
+            // request's log lines are in a span that names it.
+            .layer(
+                ServiceBuilder::new()
+                    .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                    .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
+                        let id = request
+                            .headers()
+                            .get("x-request-id")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default();
+                        tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+                    }))
+                    .layer(PropagateRequestIdLayer::new(request_id)),
+            );
 
         // Without NODELAY, small gRPC responses wait on Nagle's algorithm (~40 ms stalls).
         let listener = self.listener.tap_io(|tcp| {

@@ -44,6 +44,7 @@ async fn main() -> anyhow::Result<()> {
                 external_token_issuer: args.external_token_issuer,
                 external_token_audience: args.external_token_audience,
                 external_token_key_pem: key_pem,
+                allowed_origins: args.allowed_origins,
             };
             let project = auth
                 .update_project_settings_by_id(&args.project_id, &change)

@@ -94,6 +94,10 @@ pub struct ProjectSettingsArgs {
     /// Audience (aud) of external tokens.
     #[arg(long)]
     pub external_token_audience: Option<String>,
+    /// Browser origins allowed to call the project's HTTP endpoints (CORS), e.g.
+    /// "https://app.acme.test http://localhost:3000", or "*" ("" to clear).
+    #[arg(long)]
+    pub allowed_origins: Option<String>,
     /// File with the PEM private key external tokens are signed with.
     #[arg(long)]
     pub external_token_key_file: Option<PathBuf>,

@@ -47,6 +47,7 @@ impl AdminService for AdminApi {
             external_token_issuer: body.external_token_issuer,
             external_token_audience: body.external_token_audience,
             external_token_key_pem: body.external_token_key_pem,
+            allowed_origins: body.allowed_origins,
         };
         let settings = self.auth.update_project_settings(&token, &change).await?;
         Ok(Response::new(project_message(settings)))
@@ -106,5 +107,6 @@ fn project_message(settings: ProjectSettings) -> Project {
         external_token_issuer: settings.external_token_issuer.unwrap_or_default(),
         external_token_audience: settings.external_token_audience.unwrap_or_default(),
         external_token_key_set: settings.external_token_key_set,
+        allowed_origins: settings.allowed_origins,
     }
 }

@@ -1,21 +1,36 @@
-//! Plain HTTP routes on the service's listener: the JWKS now, the JSON shim later.
+//! Plain HTTP on the service's listener: the JSON shim of the published APIs, the hosted
+//! pages, the JWKS and the OpenAPI description. Handlers only translate to `Auth`
+//! operations; errors take the shapes in `errors`.
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Json, Router, middleware};
+use std::sync::OnceLock;
+use utoipa::OpenApi;
 
+mod api;
+mod cors;
+mod errors;
+mod extract;
 mod link_page;
 pub mod page;
 
 use crate::service::{Auth, LINK_PATH};
 
+/// JSON bodies beyond this are refused before they are read whole.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
 pub fn router(auth: Auth) -> Router {
     Router::new()
         .route("/.well-known/jwks.json", get(jwks))
+        .route("/openapi.json", get(openapi))
         .route(page::STYLESHEET_PATH, get(page::stylesheet))
         .route(LINK_PATH, get(link_page::show).post(link_page::confirm))
+        .merge(api::routes())
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(auth.clone(), cors::layer))
         .with_state(auth)
 }
 
@@ -27,5 +42,27 @@ async fn jwks(State(auth): State<Auth>) -> impl IntoResponse {
             HeaderValue::from_static("public, max-age=300"),
         )],
         Json(auth.keys().jwks()),
+    )
+}
+
+/// The OpenAPI 3 description of the shim, generated from the handlers' own types.
+async fn openapi() -> impl IntoResponse {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    let document = DOCUMENT.get_or_init(|| {
+        let mut doc = api::PasswordlessApiDoc::openapi();
+        doc.info.title = "Portcullis HTTP API".into();
+        doc.info.version = env!("CARGO_PKG_VERSION").into();
+        doc.info.description = Some(
+            "The JSON/HTTP shim of Portcullis: the published passwordless and password APIs, path for path."
+                .into(),
+        );
+        doc.to_json().expect("the OpenAPI document serializes")
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        document.as_str(),
     )
 }

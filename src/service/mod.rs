@@ -4,6 +4,7 @@
 mod events;
 mod external;
 mod login;
+mod origins;
 mod projects;
 mod recovery;
 mod sessions;

@@ -103,6 +103,8 @@ pub struct ProjectSettings {
     pub external_token_issuer: Option<String>,
     pub external_token_audience: Option<String>,
     pub external_token_key_set: bool,
+    /// Browser origins allowed to call the HTTP endpoints (CORS).
+    pub allowed_origins: Vec<String>,
 }
 
 impl From<&ProjectRecord> for ProjectSettings {
@@ -123,6 +125,7 @@ impl From<&ProjectRecord> for ProjectSettings {
             external_token_issuer: p.external_issuer.clone(),
             external_token_audience: p.external_audience.clone(),
             external_token_key_set: p.external_key_pem.is_some(),
+            allowed_origins: origins_of(p),
         }
     }
 }
@@ -144,6 +147,8 @@ pub struct SettingsChange {
     pub external_token_issuer: Option<String>,
     pub external_token_audience: Option<String>,
     pub external_token_key_pem: Option<String>,
+    /// Space- or comma-separated origins such as `https://app.acme.test`, or `*`.
+    pub allowed_origins: Option<String>,
 }
 
 impl SettingsChange {
@@ -207,6 +212,9 @@ impl SettingsChange {
         {
             project.external_audience = audience;
         }
+        if let Some(origins) = text_setting(&self.allowed_origins, "allowed_origins")? {
+            project.allowed_origins = origins.map(|o| parse_origins(&o)).transpose()?;
+        }
         if let Some(pem) = &self.external_token_key_pem {
             if pem.len() > 16 * 1024 {
                 return Err(Error::invalid(
@@ -233,6 +241,48 @@ fn text_setting(value: &Option<String>, field: &'static str) -> Result<Option<Op
         Some(v) if v.trim().is_empty() => Ok(Some(None)),
         Some(v) => Ok(Some(Some(v.trim().to_owned()))),
     }
+}
+
+/// The origins a project allows, one per entry.
+pub fn origins_of(project: &ProjectRecord) -> Vec<String> {
+    project
+        .allowed_origins
+        .as_deref()
+        .map(|o| o.split(' ').map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// Checks a list of origins (`scheme://host[:port]`, no path) or `*`; returns them
+/// normalized and space-separated.
+fn parse_origins(list: &str) -> Result<String> {
+    let origins: Vec<String> = list
+        .split([' ', ','])
+        .filter(|o| !o.is_empty())
+        .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+        .collect();
+    if origins.len() > 50 {
+        return Err(Error::invalid(
+            "allowed_origins",
+            "lists more than 50 origins",
+        ));
+    }
+    for origin in &origins {
+        let valid = origin == "*"
+            || origin.split_once("://").is_some_and(|(scheme, host)| {
+                matches!(scheme, "http" | "https")
+                    && !host.is_empty()
+                    && !host.contains(['/', '?', '#', '@'])
+            });
+        if !valid {
+            return Err(Error::invalid(
+                "allowed_origins",
+                format!(
+                    "has {origin:?}, which is not an origin like https://app.example.com (no path) or *"
+                ),
+            ));
+        }
+    }
+    Ok(origins.join(" "))
 }
 
 fn http_url(url: String, field: &'static str) -> Result<String> {
@@ -309,6 +359,7 @@ mod tests {
             external_issuer: None,
             external_audience: None,
             external_key_pem: None,
+            allowed_origins: None,
         }
     }
 
@@ -326,6 +377,20 @@ mod tests {
         assert_eq!(p.code_length, 6);
         assert_eq!(p.link_base.as_deref(), Some("https://login.acme.test"));
         assert_eq!(p.code_attempts, 3);
+    }
+
+    #[test]
+    fn origins_are_normalized() {
+        let mut p = project();
+        let change = SettingsChange {
+            allowed_origins: Some("https://App.test, http://localhost:3000/".into()),
+            ..Default::default()
+        };
+        change.apply(&mut p).unwrap();
+        assert_eq!(
+            origins_of(&p),
+            ["https://app.test", "http://localhost:3000"]
+        );
     }
 
     #[test]
@@ -358,6 +423,14 @@ mod tests {
             },
             SettingsChange {
                 external_token_key_pem: Some("-----BEGIN NOTHING-----".into()),
+                ..Default::default()
+            },
+            SettingsChange {
+                allowed_origins: Some("https://app.test/path".into()),
+                ..Default::default()
+            },
+            SettingsChange {
+                allowed_origins: Some("app.test".into()),
                 ..Default::default()
             },
         ] {

@@ -114,6 +114,15 @@ impl Auth {
         })
     }
 
+    /// How long an answer about this authorization may be cached by a client (e.g. Hasura):
+    /// never beyond the token's end, and at most a minute so a logout is seen soon.
+    pub fn cacheable_seconds(&self, authorization: &Authorization) -> i64 {
+        match authorization {
+            Authorization::Public => 0,
+            Authorization::User { expires_at, .. } => (expires_at - self.now()).clamp(0, 60),
+        }
+    }
+
     /// Revokes the session the token belongs to, and only that one.
     pub async fn logout(&self, token: &str) -> Result<()> {
         let session = self.require_session(token).await?;

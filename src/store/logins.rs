@@ -1,6 +1,19 @@
 //! Login requests: the rows behind CODE_TOKENs.
 
+use sqlx::Row;
+
 use super::*;
+
+impl Store {
+    /// The project of a login request, by its CODE_TOKEN hash.
+    pub async fn login_request_project(&self, token_hash: &[u8]) -> StoreResult<Option<String>> {
+        let row = sqlx::query("SELECT project_id FROM login_requests WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("project_id")).transpose()?)
+    }
+}
 
 impl Tx {
     pub async fn insert_login_request(&mut self, request: &NewLoginRequest) -> StoreResult<()> {

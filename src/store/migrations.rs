@@ -20,6 +20,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0002_passwordless_complete.sql"),
         include_str!("../../migrations/postgres/0002_passwordless_complete.sql"),
     ),
+    (
+        4,
+        "allowed origins",
+        include_str!("../../migrations/sqlite/0004_allowed_origins.sql"),
+        include_str!("../../migrations/postgres/0004_allowed_origins.sql"),
+    ),
 ];
 
 pub(super) fn migrator(backend: Backend) -> Migrator {

@@ -56,7 +56,7 @@ impl Tx {
             "UPDATE projects SET name = $2, anonymous_login = $3, recovery = $4, code_length = $5,
                code_lifetime_seconds = $6, code_attempts = $7, mail_sender = $8, link_base = $9,
                sms_webhook_url = $10, sms_webhook_secret = $11, external_issuer = $12,
-               external_audience = $13, external_key_pem = $14
+               external_audience = $13, external_key_pem = $14, allowed_origins = $15
              WHERE id = $1",
         )
         .bind(&project.id)
@@ -73,6 +73,7 @@ impl Tx {
         .bind(project.external_issuer.as_deref())
         .bind(project.external_audience.as_deref())
         .bind(project.external_key_pem.as_deref())
+        .bind(project.allowed_origins.as_deref())
         .execute(&mut *self.tx)
         .await?;
         Ok(())

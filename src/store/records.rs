@@ -7,7 +7,7 @@ use super::{StoreResult, flag};
 
 pub(super) const PROJECT_COLUMNS: &str = "id, name, app_token, anonymous_login, recovery, code_length, \
      code_lifetime_seconds, code_attempts, mail_sender, link_base, sms_webhook_url, sms_webhook_secret, \
-     external_issuer, external_audience, external_key_pem";
+     external_issuer, external_audience, external_key_pem, allowed_origins";
 
 #[derive(Clone, Debug)]
 pub struct ProjectRecord {
@@ -29,6 +29,9 @@ pub struct ProjectRecord {
     pub external_audience: Option<String>,
     /// PEM private key external tokens are signed with.
     pub external_key_pem: Option<String>,
+    /// Browser origins allowed to call this project's HTTP endpoints, space-separated;
+    /// `*` allows any.
+    pub allowed_origins: Option<String>,
 }
 
 impl ProjectRecord {
@@ -49,6 +52,7 @@ impl ProjectRecord {
             external_issuer: row.try_get("external_issuer")?,
             external_audience: row.try_get("external_audience")?,
             external_key_pem: row.try_get("external_key_pem")?,
+            allowed_origins: row.try_get("allowed_origins")?,
         })
     }
 }

@@ -4,6 +4,20 @@ use sqlx::Row;
 
 use super::*;
 
+impl Store {
+    /// The project of a recovery token's user.
+    pub async fn recovery_token_project(&self, token_hash: &[u8]) -> StoreResult<Option<String>> {
+        let row = sqlx::query(
+            "SELECT u.project_id FROM recovery_tokens r JOIN users u ON u.id = r.user_id
+             WHERE r.token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get("project_id")).transpose()?)
+    }
+}
+
 impl Tx {
     /// Stores the user's recovery token, replacing any earlier one.
     pub async fn replace_recovery_token(

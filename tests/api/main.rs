@@ -14,5 +14,6 @@ mod logs;
 mod magic_link;
 mod recovery;
 mod server;
+mod shim;
 mod smtp;
 mod texts;
