@@ -91,7 +91,9 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
         let address = listener.local_addr()?;
         let clock = Clock::default();
-        let store = open_store(&settings.database_url).await?;
+        let store = open_store(&settings.database_url)
+            .await?
+            .with_session_cache(settings.session_cache);
         let outbox = OutboxSignal::default();
         let public_url = settings.public_url_for(&address.to_string());
         let auth = build_auth(&store, &settings, public_url, &clock, outbox.clone()).await?;

@@ -157,6 +157,11 @@ pub struct SettingsArgs {
     /// Lifetime of a JWT issued beside a session, in seconds [default: 3600]
     #[arg(long, env = "PORTCULLIS_JWT_TTL", global = true)]
     pub jwt_ttl: Option<i64>,
+    /// How long Authorize may answer from its in-process session cache, in milliseconds;
+    /// 0 turns the cache off. Logout and deletes take effect at once in this process, and
+    /// within this time on other replicas [default: 5000]
+    #[arg(long, env = "PORTCULLIS_SESSION_CACHE_MS", global = true)]
+    pub session_cache_ms: Option<u64>,
     /// How often the database is checked for the health service, in milliseconds [default: 2000]
     #[arg(long, env = "PORTCULLIS_HEALTH_INTERVAL_MS", global = true)]
     pub health_interval_ms: Option<u64>,
@@ -178,6 +183,7 @@ pub struct Settings {
     pub public_url: Option<String>,
     pub owner: Option<String>,
     pub health_interval: Duration,
+    pub session_cache: Duration,
     pub log_json: bool,
     pub policy: Policy,
 }
@@ -250,6 +256,11 @@ impl SettingsArgs {
                     .or(file.health_interval_ms)
                     .unwrap_or(2000)
                     .max(50),
+            ),
+            session_cache: Duration::from_millis(
+                self.session_cache_ms
+                    .or(file.session_cache_ms)
+                    .unwrap_or(5000),
             ),
             log_json: log_format == "json",
             policy,

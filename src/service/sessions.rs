@@ -101,7 +101,7 @@ impl Auth {
 
     /// The hot path: who does this token (USER_TOKEN or JWT) belong to? Never writes.
     pub async fn authorize(&self, token: &str) -> Result<Authorization> {
-        Ok(match self.live_session(token).await? {
+        Ok(match self.live_session(token, Lookup::Cached).await? {
             Some((session, expires_at)) => Authorization::User {
                 id: session.user.id,
                 uid: session.user.uid,
@@ -136,7 +136,7 @@ impl Auth {
 
     pub(super) async fn require_session(&self, token: &str) -> Result<SessionUser> {
         parse_token(token, "user token")?;
-        self.live_session(token)
+        self.live_session(token, Lookup::Fresh)
             .await?
             .map(|(session, _)| session)
             .ok_or_else(|| Error::unauthenticated("invalid, expired or revoked user token"))
@@ -144,17 +144,30 @@ impl Auth {
 
     /// Resolves a USER_TOKEN or a JWT to its live session and the time the token stops
     /// working; `None` for anything else.
-    async fn live_session(&self, token: &str) -> Result<Option<(SessionUser, i64)>> {
+    async fn live_session(
+        &self,
+        token: &str,
+        lookup: Lookup,
+    ) -> Result<Option<(SessionUser, i64)>> {
         let token = token.trim();
         if token.is_empty() || token.len() > MAX_TOKEN_LEN {
             return Ok(None);
         }
         let now = self.now();
         if TokenKind::of(token) == Some(TokenKind::User) {
-            let session = self
-                .store()
-                .session_by_token_hash(TokenHash::of(token).as_bytes(), now)
-                .await?;
+            let hash = TokenHash::of(token);
+            let session = match lookup {
+                Lookup::Cached => {
+                    self.store()
+                        .cached_session_by_token_hash(&hash.0, now)
+                        .await?
+                }
+                Lookup::Fresh => {
+                    self.store()
+                        .session_by_token_hash(hash.as_bytes(), now)
+                        .await?
+                }
+            };
             return Ok(session.map(|s| {
                 let expires_at = s.expires_at;
                 (s, expires_at)
@@ -173,11 +186,22 @@ impl Auth {
         if claims.exp <= now {
             return Ok(None);
         }
-        let session = self.store().session_by_id(&claims.sid, now).await?;
+        let session = match lookup {
+            Lookup::Cached => self.store().cached_session_by_id(&claims.sid, now).await?,
+            Lookup::Fresh => self.store().session_by_id(&claims.sid, now).await?,
+        };
         Ok(session
             .filter(|s| s.user.uid == claims.sub && s.user.project_id == claims.aud)
             .map(|s| (s, claims.exp)))
     }
+}
+
+/// Whether a session lookup may be answered from the hot-path cache: only Authorize's
+/// may; operations that act on the account read the database.
+#[derive(Clone, Copy)]
+enum Lookup {
+    Cached,
+    Fresh,
 }
 
 fn looks_like_jwt(token: &str) -> bool {

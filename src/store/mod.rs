@@ -11,12 +11,16 @@ mod outbox;
 mod projects;
 mod records;
 mod recovery;
+mod session_cache;
 mod sessions;
 mod users;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Row, Transaction};
+use std::sync::Arc;
 use std::time::Duration;
+
+use session_cache::{CacheKey, SessionCache};
 
 pub use records::*;
 
@@ -81,6 +85,7 @@ impl Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    sessions: Arc<SessionCache>,
 }
 
 impl Store {
@@ -132,7 +137,17 @@ impl Store {
             }
         };
         let pool = options.connect_lazy(&url)?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            sessions: Arc::new(SessionCache::new(Duration::ZERO, 0)),
+        })
+    }
+
+    /// Turns on the hot-path session cache: entries live at most `ttl`.
+    pub fn with_session_cache(mut self, ttl: Duration) -> Store {
+        self.sessions = Arc::new(SessionCache::new(ttl, 100_000));
+        self
     }
 
     pub fn backend(&self) -> Backend {
@@ -162,7 +177,11 @@ impl Store {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
         };
-        Ok(Tx { tx })
+        Ok(Tx {
+            tx,
+            sessions: self.sessions.clone(),
+            revokes: false,
+        })
     }
 }
 
@@ -170,11 +189,17 @@ impl Store {
 /// half-written when a step fails (dropping it rolls back).
 pub struct Tx {
     tx: Transaction<'static, Any>,
+    sessions: Arc<SessionCache>,
+    /// Set by writes that end sessions or change what Authorize reports.
+    revokes: bool,
 }
 
 impl Tx {
     pub async fn commit(self) -> StoreResult<()> {
         self.tx.commit().await?;
+        if self.revokes {
+            self.sessions.clear();
+        }
         Ok(())
     }
 }

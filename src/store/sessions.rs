@@ -34,11 +34,46 @@ impl Store {
         row.as_ref().map(SessionUser::from_row).transpose()
     }
 
+    /// [`Store::session_by_token_hash`] through the hot-path cache.
+    pub async fn cached_session_by_token_hash(
+        &self,
+        hash: &[u8; 32],
+        now: i64,
+    ) -> StoreResult<Option<SessionUser>> {
+        let key = CacheKey::TokenHash(*hash);
+        if let Some(session) = self.sessions.get(&key, now) {
+            return Ok(Some(session));
+        }
+        let session = self.session_by_token_hash(hash, now).await?;
+        if let Some(session) = &session.as_ref().filter(|_| self.sessions.enabled()) {
+            self.sessions.put(key, (*session).clone());
+        }
+        Ok(session)
+    }
+
+    /// [`Store::session_by_id`] through the hot-path cache.
+    pub async fn cached_session_by_id(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> StoreResult<Option<SessionUser>> {
+        let key = CacheKey::SessionId(id.to_owned());
+        if let Some(session) = self.sessions.get(&key, now) {
+            return Ok(Some(session));
+        }
+        let session = self.session_by_id(id, now).await?;
+        if let Some(session) = &session.as_ref().filter(|_| self.sessions.enabled()) {
+            self.sessions.put(key, (*session).clone());
+        }
+        Ok(session)
+    }
+
     pub async fn delete_session(&self, id: &str) -> StoreResult<bool> {
         let done = sqlx::query("DELETE FROM sessions WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
             .await?;
+        self.sessions.clear();
         Ok(done.rows_affected() > 0)
     }
 }

@@ -81,6 +81,7 @@ impl Tx {
 
     /// Renames a user; `Conflict` when the name is taken in the project.
     pub async fn rename_user(&mut self, user_id: i64, name: &str, now: i64) -> StoreResult<()> {
+        self.revokes = true;
         sqlx::query("UPDATE users SET name = $1, verified_at = $2 WHERE id = $3")
             .bind(name)
             .bind(now)
@@ -93,6 +94,7 @@ impl Tx {
     /// Deletes a user; sessions, login requests and recovery tokens go with it (foreign
     /// keys cascade).
     pub async fn delete_user(&mut self, user_id: i64) -> StoreResult<bool> {
+        self.revokes = true;
         let done = sqlx::query("DELETE FROM users WHERE id = $1")
             .bind(user_id)
             .execute(&mut *self.tx)

@@ -107,6 +107,15 @@ impl TestDatabase {
         }
     }
 
+    /// Another handle on the same database, for a second replica; only the original drops it.
+    pub fn shared(&self) -> TestDatabase {
+        TestDatabase {
+            url: self.url.clone(),
+            _dir: tempfile::tempdir().expect("temp dir"),
+            postgres: None,
+        }
+    }
+
     /// The same database reached through 127.0.0.1:`port` (a relay the test controls).
     pub fn through(mut self, port: u16) -> TestDatabase {
         let (user, rest) = self

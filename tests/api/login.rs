@@ -15,6 +15,7 @@ on_both_backends!(
     the_owner_is_authorized_as_root,
     invalid_tokens_are_public_not_errors,
     resending_a_code_kills_the_previous_one,
+    a_logout_on_one_replica_reaches_the_others_within_the_cache_lifetime,
 );
 
 async fn a_new_name_logs_in_with_the_mailed_code_and_is_authorized_until_logout(backend: Backend) {
@@ -235,4 +236,31 @@ async fn resending_a_code_kills_the_previous_one(backend: Backend) {
     app.confirm(&second, &started.code_token)
         .await
         .expect("the new code works");
+}
+
+async fn a_logout_on_one_replica_reaches_the_others_within_the_cache_lifetime(backend: Backend) {
+    let cache = std::time::Duration::from_millis(300);
+    let first = spawn_app_with(backend, |s| s.session_cache = cache).await;
+    let second = spawn_app_on(first.database.shared(), |s| s.session_cache = cache).await;
+    let login = first.log_in("replicated@example.com").await;
+    assert_eq!(
+        second.authorize(login.token()).await.role,
+        "user",
+        "the other replica knows the session"
+    );
+
+    first.logout(login.token()).await.unwrap();
+    assert_eq!(
+        first.authorize(login.token()).await.role,
+        "public",
+        "at once where it happened"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while second.authorize(login.token()).await.role != "public" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other replica stops honouring it once its cache entry expires"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
