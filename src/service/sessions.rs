@@ -154,28 +154,33 @@ impl Auth {
             return Ok(None);
         }
         let now = self.now();
-        if TokenKind::of(token) == Some(TokenKind::User) {
-            let hash = TokenHash::of(token);
-            let session = match lookup {
-                Lookup::Cached => {
-                    self.store()
-                        .cached_session_by_token_hash(&hash.0, now)
-                        .await?
-                }
-                Lookup::Fresh => {
-                    self.store()
-                        .session_by_token_hash(hash.as_bytes(), now)
-                        .await?
-                }
-            };
-            return Ok(session.map(|s| {
-                let expires_at = s.expires_at;
-                (s, expires_at)
-            }));
+        let hash = TokenHash::of(token);
+        if let Lookup::Cached = lookup
+            && let Some(session) = self.store().cached_session(&hash.0, now)
+        {
+            let expires_at = session.expires_at;
+            return Ok(Some((session, expires_at)));
         }
-        if !looks_like_jwt(token) {
-            return Ok(None);
+        let found = if TokenKind::of(token) == Some(TokenKind::User) {
+            self.store()
+                .session_by_token_hash(hash.as_bytes(), now)
+                .await?
+        } else if looks_like_jwt(token) {
+            self.jwt_session(token, now).await?
+        } else {
+            None
+        };
+        if let (Lookup::Cached, Some(session)) = (lookup, &found) {
+            self.store().cache_session(hash.0, session.clone());
         }
+        Ok(found.map(|session| {
+            let expires_at = session.expires_at;
+            (session, expires_at)
+        }))
+    }
+
+    /// The live session of a valid JWT, with `expires_at` cut to the JWT's own expiry.
+    async fn jwt_session(&self, token: &str, now: i64) -> Result<Option<SessionUser>> {
         if self.keys().has_unknown_kid(token) {
             // Another replica may have added a key; the reload is rate-limited inside.
             self.keys().reload_if_stale().await?;
@@ -186,13 +191,13 @@ impl Auth {
         if claims.exp <= now {
             return Ok(None);
         }
-        let session = match lookup {
-            Lookup::Cached => self.store().cached_session_by_id(&claims.sid, now).await?,
-            Lookup::Fresh => self.store().session_by_id(&claims.sid, now).await?,
-        };
+        let session = self.store().session_by_id(&claims.sid, now).await?;
         Ok(session
             .filter(|s| s.user.uid == claims.sub && s.user.project_id == claims.aud)
-            .map(|s| (s, claims.exp)))
+            .map(|mut s| {
+                s.expires_at = s.expires_at.min(claims.exp);
+                s
+            }))
     }
 }
 

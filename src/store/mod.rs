@@ -20,7 +20,7 @@ use sqlx::{Any, AnyPool, Row, Transaction};
 use std::sync::Arc;
 use std::time::Duration;
 
-use session_cache::{CacheKey, SessionCache};
+use session_cache::SessionCache;
 
 pub use records::*;
 

@@ -10,17 +10,12 @@ use std::time::{Duration, Instant};
 
 use super::SessionUser;
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(super) enum CacheKey {
-    TokenHash([u8; 32]),
-    SessionId(String),
-}
-
 #[derive(Debug)]
 pub(super) struct SessionCache {
     ttl: Duration,
     capacity: usize,
-    entries: RwLock<HashMap<CacheKey, (Instant, SessionUser)>>,
+    /// By the SHA-256 of the presented token (opaque or JWT).
+    entries: RwLock<HashMap<[u8; 32], (Instant, SessionUser)>>,
 }
 
 impl SessionCache {
@@ -32,18 +27,17 @@ impl SessionCache {
         }
     }
 
-    pub(super) fn enabled(&self) -> bool {
-        !self.ttl.is_zero()
-    }
-
     /// A cached live session: fresh enough and not past its own expiry at `now`.
-    pub(super) fn get(&self, key: &CacheKey, now: i64) -> Option<SessionUser> {
+    pub(super) fn get(&self, key: &[u8; 32], now: i64) -> Option<SessionUser> {
         let entries = self.entries.read().expect("cache lock poisoned");
         let (cached_at, session) = entries.get(key)?;
         (cached_at.elapsed() < self.ttl && session.expires_at > now).then(|| session.clone())
     }
 
-    pub(super) fn put(&self, key: CacheKey, session: SessionUser) {
+    pub(super) fn put(&self, key: [u8; 32], session: SessionUser) {
+        if self.ttl.is_zero() {
+            return;
+        }
         let mut entries = self.entries.write().expect("cache lock poisoned");
         if entries.len() >= self.capacity {
             // Rare at this size; starting over is cheaper than tracking recency.
@@ -83,8 +77,8 @@ mod tests {
     #[test]
     fn entries_expire_with_the_session_and_with_the_ttl() {
         let cache = SessionCache::new(Duration::from_secs(60), 10);
-        let key = CacheKey::SessionId("s".into());
-        cache.put(key.clone(), session(100));
+        let key = [1u8; 32];
+        cache.put(key, session(100));
         assert!(cache.get(&key, 99).is_some());
         assert!(
             cache.get(&key, 100).is_none(),
@@ -92,7 +86,7 @@ mod tests {
         );
 
         let short = SessionCache::new(Duration::from_millis(1), 10);
-        short.put(key.clone(), session(100));
+        short.put(key, session(100));
         std::thread::sleep(Duration::from_millis(5));
         assert!(short.get(&key, 0).is_none());
     }
@@ -101,11 +95,11 @@ mod tests {
     fn clearing_and_overflowing_drop_entries() {
         let cache = SessionCache::new(Duration::from_secs(60), 2);
         for i in 0..3 {
-            cache.put(CacheKey::SessionId(i.to_string()), session(100));
+            cache.put([i; 32], session(100));
         }
-        assert!(cache.get(&CacheKey::SessionId("0".into()), 0).is_none());
-        assert!(cache.get(&CacheKey::SessionId("2".into()), 0).is_some());
+        assert!(cache.get(&[0; 32], 0).is_none());
+        assert!(cache.get(&[2; 32], 0).is_some());
         cache.clear();
-        assert!(cache.get(&CacheKey::SessionId("2".into()), 0).is_none());
+        assert!(cache.get(&[2; 32], 0).is_none());
     }
 }

@@ -34,38 +34,16 @@ impl Store {
         row.as_ref().map(SessionUser::from_row).transpose()
     }
 
-    /// [`Store::session_by_token_hash`] through the hot-path cache.
-    pub async fn cached_session_by_token_hash(
-        &self,
-        hash: &[u8; 32],
-        now: i64,
-    ) -> StoreResult<Option<SessionUser>> {
-        let key = CacheKey::TokenHash(*hash);
-        if let Some(session) = self.sessions.get(&key, now) {
-            return Ok(Some(session));
-        }
-        let session = self.session_by_token_hash(hash, now).await?;
-        if let Some(session) = &session.as_ref().filter(|_| self.sessions.enabled()) {
-            self.sessions.put(key, (*session).clone());
-        }
-        Ok(session)
+    /// A live session from the hot-path cache, by the hash of the token (opaque or JWT)
+    /// that was presented for it.
+    pub fn cached_session(&self, token_hash: &[u8; 32], now: i64) -> Option<SessionUser> {
+        self.sessions.get(token_hash, now)
     }
 
-    /// [`Store::session_by_id`] through the hot-path cache.
-    pub async fn cached_session_by_id(
-        &self,
-        id: &str,
-        now: i64,
-    ) -> StoreResult<Option<SessionUser>> {
-        let key = CacheKey::SessionId(id.to_owned());
-        if let Some(session) = self.sessions.get(&key, now) {
-            return Ok(Some(session));
-        }
-        let session = self.session_by_id(id, now).await?;
-        if let Some(session) = &session.as_ref().filter(|_| self.sessions.enabled()) {
-            self.sessions.put(key, (*session).clone());
-        }
-        Ok(session)
+    /// Remembers what a token resolved to. For a JWT, `session.expires_at` must already be
+    /// cut to the JWT's own expiry.
+    pub fn cache_session(&self, token_hash: [u8; 32], session: SessionUser) {
+        self.sessions.put(token_hash, session);
     }
 
     pub async fn delete_session(&self, id: &str) -> StoreResult<bool> {
