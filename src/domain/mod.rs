@@ -1,13 +1,16 @@
-//! Domain types and rules: parsed names, secrets, codes and the clock. Plain Rust, no I/O.
+//! Domain types and rules: parsed names, passwords, secrets, codes and the clock. Plain
+//! Rust, no I/O (password hashing runs on blocking threads, still without I/O).
 
 mod clock;
 mod code;
 mod name;
+mod password;
 mod secret;
 
 pub use clock::Clock;
 pub use code::{CodeKey, LoginCode};
 pub use name::{Email, Name, Phone};
+pub use password::{HashingError, NewPassword, Password, PasswordError, PasswordHasher, Verdict};
 pub use secret::{SecretToken, TokenHash, TokenKind};
 
 /// The largest token or code any request may carry; longer input is refused before any
