@@ -7,6 +7,7 @@ mod keys;
 mod logins;
 mod migrations;
 mod outbox;
+mod passwords;
 mod projects;
 mod records;
 mod sessions;
@@ -16,6 +17,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Row, Transaction};
 use std::time::Duration;
 
+pub use passwords::{PasswordProjectRecord, PasswordResetRecord, PasswordUserRecord};
 pub use records::*;
 
 #[derive(Debug, thiserror::Error)]
