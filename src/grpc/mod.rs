@@ -2,6 +2,7 @@
 //! Errors become `tonic::Status` through `From<Error>` in `error.rs`.
 
 mod authentication;
+mod password;
 mod verification;
 
 use tonic::Request;
@@ -11,6 +12,7 @@ use crate::error::Error;
 use crate::service::{Auth, IssuedSession};
 
 pub use authentication::AuthenticationApi;
+pub use password::PasswordApi;
 pub use verification::VerificationApi;
 
 /// Generated messages, clients and servers of `proto/portcullis/v1`.
@@ -25,6 +27,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("port
 pub const SERVICE_NAMES: &[&str] = &[
     "portcullis.v1.AuthenticationService",
     "portcullis.v1.VerificationService",
+    "portcullis.v1.PasswordService",
 ];
 
 /// The portcullis.v1 services.
@@ -35,8 +38,13 @@ pub fn routes(auth: Auth) -> Routes {
         ),
     )
     .add_service(
-        pb::verification_service_server::VerificationServiceServer::new(VerificationApi::new(auth)),
+        pb::verification_service_server::VerificationServiceServer::new(VerificationApi::new(
+            auth.clone(),
+        )),
     )
+    .add_service(pb::password_service_server::PasswordServiceServer::new(
+        PasswordApi::new(auth),
+    ))
 }
 
 /// The token in `authorization: Bearer <token>` metadata.

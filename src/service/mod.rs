@@ -2,18 +2,20 @@
 //! `domain`; gRPC and HTTP handlers only translate.
 
 mod login;
+mod password;
 mod projects;
 mod sessions;
 
 use std::sync::Arc;
 
 use crate::delivery::OutboxSignal;
-use crate::domain::{Clock, CodeKey, MAX_TOKEN_LEN, Name, TokenKind};
+use crate::domain::{Clock, CodeKey, MAX_TOKEN_LEN, Name, PasswordHasher, TokenKind};
 use crate::error::{Error, Result};
 use crate::jwt::JwtKeys;
 use crate::store::{ProjectRecord, Store};
 
 pub use login::LoginStarted;
+pub use password::{Me, ResetLink, ResetLinkState};
 pub use projects::CreatedProject;
 pub use sessions::{Authorization, IssuedSession, UserInfo};
 
@@ -28,6 +30,14 @@ pub struct Policy {
     pub messages_per_recipient: i64,
     /// ...of this many seconds.
     pub message_window_seconds: i64,
+    /// A password account is locked after this many failed checks...
+    pub password_failures_per_account: i64,
+    /// ...a client address after this many (over all accounts)...
+    pub password_failures_per_address: i64,
+    /// ...within this many seconds from the first failure, until the window ends.
+    pub password_failure_window_seconds: i64,
+    /// At most this many password hashes or checks run at once (on blocking threads).
+    pub password_hashing_concurrency: usize,
 }
 
 impl Default for Policy {
@@ -37,6 +47,10 @@ impl Default for Policy {
             jwt_ttl_seconds: 3600,
             messages_per_recipient: 10,
             message_window_seconds: 15 * 60,
+            password_failures_per_account: 5,
+            password_failures_per_address: 50,
+            password_failure_window_seconds: 15 * 60,
+            password_hashing_concurrency: PasswordHasher::default_concurrency(),
         }
     }
 }
@@ -54,6 +68,7 @@ struct Inner {
     code_key: CodeKey,
     outbox: OutboxSignal,
     policy: Policy,
+    hasher: PasswordHasher,
 }
 
 impl Auth {
@@ -65,6 +80,7 @@ impl Auth {
         outbox: OutboxSignal,
         policy: Policy,
     ) -> Auth {
+        let hasher = PasswordHasher::new(policy.password_hashing_concurrency);
         Auth {
             inner: Arc::new(Inner {
                 store,
@@ -73,6 +89,7 @@ impl Auth {
                 code_key,
                 outbox,
                 policy,
+                hasher,
             }),
         }
     }

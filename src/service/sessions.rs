@@ -125,7 +125,7 @@ impl Auth {
         Ok(self.require_session(token).await?.user.into())
     }
 
-    async fn require_session(&self, token: &str) -> Result<SessionUser> {
+    pub(super) async fn require_session(&self, token: &str) -> Result<SessionUser> {
         parse_token(token, "user token")?;
         self.live_session(token)
             .await?
