@@ -1,4 +1,5 @@
-//! Plain HTTP routes on the service's listener: the JWKS now, the JSON shim later.
+//! Plain HTTP routes on the service's listener: the JWKS and the hosted reset-password
+//! page now, the JSON shim later.
 
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
@@ -7,6 +8,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 
 pub mod page;
+pub mod reset_page;
 
 use crate::service::Auth;
 
@@ -14,6 +16,7 @@ pub fn router(auth: Auth) -> Router {
     Router::new()
         .route("/.well-known/jwks.json", get(jwks))
         .route(page::STYLESHEET_PATH, get(page::stylesheet))
+        .route(reset_page::PATH, reset_page::routes())
         .with_state(auth)
 }
 
