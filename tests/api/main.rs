@@ -6,5 +6,6 @@ mod health;
 mod helpers;
 mod login;
 mod login_refusals;
+mod password;
 mod server;
 mod smtp;
