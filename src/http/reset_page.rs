@@ -137,7 +137,7 @@ fn form_page(
         .unwrap_or_default();
     let body = format!(
         "<h1>Choose a new password</h1>\n\
-         <p class=\"muted\">{project}: <strong>{email}</strong></p>\n\
+         <p class=\"muted\">For your {project} account <strong>{email}</strong></p>\n\
          {problem}\
          <form method=\"post\">\n\
          <input type=\"hidden\" name=\"token\" value=\"{token}\">\n\
