@@ -7,5 +7,6 @@ mod helpers;
 mod login;
 mod login_refusals;
 mod password;
+mod password_browser;
 mod server;
 mod smtp;
