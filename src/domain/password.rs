@@ -120,6 +120,13 @@ impl NewPassword {
             }
             return Err(PasswordError(message));
         }
+        if made_of_hints(text, hints) {
+            return Err(PasswordError(
+                "is too close to the email address or the project's name: choose words that \
+                 have nothing to do with them"
+                    .into(),
+            ));
+        }
         Ok(NewPassword(password))
     }
 
@@ -147,6 +154,27 @@ impl fmt::Debug for NewPassword {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("NewPassword(..)")
     }
+}
+
+/// Whether the password is little more than the hints with digits and punctuation around
+/// them ("Ada.Example2024!"), which zxcvbn alone may score as fair. SP 800-63B lists such
+/// context-specific words with the passwords to refuse.
+fn made_of_hints(password: &str, hints: &[&str]) -> bool {
+    let mut rest = password.to_lowercase();
+    let mut words: Vec<String> = hints
+        .iter()
+        .map(|hint| hint.to_lowercase())
+        .filter(|hint| hint.chars().count() >= 3)
+        .collect();
+    words.sort_by_key(|word| std::cmp::Reverse(word.len()));
+    let mut found = false;
+    for word in &words {
+        if rest.contains(word.as_str()) {
+            found = true;
+            rest = rest.replace(word.as_str(), "");
+        }
+    }
+    found && rest.chars().filter(|c| c.is_alphabetic()).count() < 4
 }
 
 /// zxcvbn's score 2: more than 10^6 guesses (scores 0 and 1 are the top of breach lists
@@ -375,6 +403,32 @@ mod tests {
         }
         let error = new("password1234").unwrap_err();
         assert!(error.0.contains("common password"), "{}", error.0);
+    }
+
+    #[test]
+    fn the_email_and_project_name_with_decorations_are_refused() {
+        let hints = [
+            "eve@example.com",
+            "Default project",
+            "eve",
+            "example",
+            "Default",
+            "project",
+        ];
+        for weak in [
+            "Eve.Example2024",
+            "eve@example",
+            "defaultproject1",
+            "example.com!!",
+        ] {
+            let error = NewPassword::parse(weak, &hints).expect_err(weak);
+            assert!(
+                error.0.starts_with("is too close to the email"),
+                "{weak}: {}",
+                error.0
+            );
+        }
+        assert!(NewPassword::parse("evening lighthouse glow", &hints).is_ok());
     }
 
     #[test]

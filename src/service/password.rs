@@ -115,7 +115,7 @@ impl Auth {
     ) -> Result<()> {
         let project = self.password_project(project_id).await?;
         let email = parse_email("email", email)?;
-        let password = new_password("password", password, &email, &project).await?;
+        let password = choose_password("password", password, email.as_str(), &project.name).await?;
         // Hashed before looking the email up, so a known email costs the same time.
         let hash = self.hasher_hash(password.as_password()).await?;
         let now = self.now();
@@ -254,10 +254,7 @@ impl Auth {
             Password::parse(current).map_err(|e| Error::invalid("current_password", e.0))?;
         let project = self.password_project(&user.project_id).await?;
         let name = user.name.clone().unwrap_or_default();
-        let hints = vec![name.clone(), project.name.clone()];
-        let new = NewPassword::parse_off_runtime(new.to_owned(), hints)
-            .await
-            .map_err(|e| Error::invalid("new_password", e.0))?;
+        let new = choose_password("new_password", new, &name, &project.name).await?;
         let stored = self.store().password_hash_of(user.id).await?.ok_or_else(|| {
             Error::failed_precondition(
                 "this account has no password yet: set one with ForgotPassword, which mails a link",
@@ -395,10 +392,7 @@ impl Auth {
             ResetLinkState::Ready { email } => email,
             dead => return Err(dead.into_error()),
         };
-        let hints = vec![email.clone(), project.name.clone()];
-        let password = NewPassword::parse_off_runtime(new_password.to_owned(), hints)
-            .await
-            .map_err(|e| Error::invalid("password", e.0))?;
+        let password = choose_password("password", new_password, &email, &project.name).await?;
         let hash = self.hasher_hash(password.as_password()).await?;
 
         let now = self.now();
@@ -528,13 +522,22 @@ fn parse_email(field: &'static str, input: &str) -> Result<Email> {
     Email::parse(input).map_err(|e| Error::invalid(field, format!("is not an email address: {e}")))
 }
 
-async fn new_password(
+/// Parses a password someone chose, with what an attacker would try first for this
+/// account as hints: the email and project name, whole and word by word.
+async fn choose_password(
     field: &'static str,
     input: &str,
-    email: &Email,
-    project: &PasswordProjectRecord,
+    name: &str,
+    project_name: &str,
 ) -> Result<NewPassword> {
-    let hints = vec![email.as_str().to_owned(), project.name.clone()];
+    let mut hints = vec![name.to_owned(), project_name.to_owned()];
+    for text in [name, project_name] {
+        hints.extend(
+            text.split(|c: char| !c.is_alphanumeric())
+                .filter(|word| word.chars().count() >= 3)
+                .map(str::to_owned),
+        );
+    }
     NewPassword::parse_off_runtime(input.to_owned(), hints)
         .await
         .map_err(|e| Error::invalid(field, e.0))

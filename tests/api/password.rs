@@ -201,12 +201,18 @@ async fn weak_short_and_malformed_input_is_refused_and_nothing_is_written(backen
     let users = app.database.count("users").await;
     let project = app.project.project_id.clone();
 
-    let cases: [(&str, &str, &str, &str); 7] = [
+    let cases: [(&str, &str, &str, &str); 8] = [
         (
             &project,
             "eve@example.com",
             "Xq7#pL2",
             "password must be at least 8 characters long",
+        ),
+        (
+            &project,
+            "eve@example.com",
+            "Eve.Example2024",
+            "password is too close to the email address",
         ),
         (
             &project,
