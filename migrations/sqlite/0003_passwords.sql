@@ -8,12 +8,14 @@ ALTER TABLE projects ADD COLUMN password_reveal_existing INTEGER NOT NULL DEFAUL
 ALTER TABLE projects ADD COLUMN password_reset_url TEXT;
 ALTER TABLE projects ADD COLUMN password_reset_lifetime_seconds INTEGER NOT NULL DEFAULT 3600;
 
--- Failed password checks per key ('account:<project>:<email>' or 'address:<ip>') in a
--- fixed window that starts at the first failure. In the database, so the limits hold
--- across replicas.
+-- Password checks per key ('account:<project>:<email>' or 'address:<ip>') in a fixed
+-- window that starts at the first check: failures, and checks still running (pending),
+-- which count against the limit until they are judged. In the database, so the limits
+-- hold across replicas.
 CREATE TABLE password_failures (
     key TEXT PRIMARY KEY NOT NULL,
     failures INTEGER NOT NULL,
+    pending INTEGER NOT NULL,
     window_started_at INTEGER NOT NULL
 );
 

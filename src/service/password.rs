@@ -15,7 +15,7 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 use crate::service::Authorization;
-use crate::store::{Channel, NewMessage, NewUser, PasswordProjectRecord, Tx};
+use crate::store::{AttemptCount, Channel, NewMessage, NewUser, PasswordProjectRecord, Tx};
 
 /// The user behind an access token, as the published `auth/me` shows it.
 #[derive(Debug, Clone)]
@@ -185,15 +185,15 @@ impl Auth {
         let project = self.password_project(project_id).await?;
         let email = parse_email("username", username)?;
         let password = Password::parse(password).map_err(|e| Error::invalid("password", e.0))?;
-        let keys = AttemptKeys::new(&project.id, email.as_str(), client);
-        self.spend_password_attempt(&keys).await?;
-
         let account = self
             .store()
             .password_user_by_name(&project.id, email.as_str())
             .await?;
         let stored = account.as_ref().and_then(|a| a.password_hash.clone());
-        let verdict = self.hasher_verify(&password, stored.as_deref()).await?;
+        let keys = AttemptKeys::new(&project.id, email.as_str(), client);
+        let verdict = self
+            .check_password_counted(&keys, &password, stored.as_deref())
+            .await?;
         let (Verdict::Match { rehash }, Some(account), Some(stored)) = (verdict, account, stored)
         else {
             return Err(wrong_email_or_password());
@@ -261,8 +261,11 @@ impl Auth {
             )
         })?;
         let keys = AttemptKeys::new(&project.id, &name, client);
-        self.spend_password_attempt(&keys).await?;
-        if self.hasher_verify(&current, Some(&stored)).await? == Verdict::Mismatch {
+        if self
+            .check_password_counted(&keys, &current, Some(&stored))
+            .await?
+            == Verdict::Mismatch
+        {
             return Err(Error::PermissionDenied(
                 "the current password is wrong".into(),
             ));
@@ -426,44 +429,65 @@ impl Auth {
             .ok_or_else(|| Error::NotFound("no project has this project_id".into()))
     }
 
-    /// Charges one password check to the account and the address, before the password is
-    /// judged (a right password is refunded). Over a limit nothing is charged and the
-    /// caller learns when to come back.
-    async fn spend_password_attempt(&self, keys: &AttemptKeys) -> Result<()> {
+    /// Checks a password, counted against the account and the client address: the check is
+    /// registered before the password is judged, so concurrent guesses (on any replica)
+    /// all count; a wrong password becomes a failure. Over a limit nothing is checked and
+    /// the caller learns when to come back. A right password leaves its check pending for
+    /// the caller to settle with [`settle_success`] in the transaction that acts on it.
+    async fn check_password_counted(
+        &self,
+        keys: &AttemptKeys,
+        password: &Password,
+        stored: Option<&str>,
+    ) -> Result<Verdict> {
         let policy = &self.inner.policy;
         let window = policy.password_failure_window_seconds;
         let now = self.now();
         let mut tx = self.store().begin().await?;
-        let (failures, started) = tx
+        let account = tx
             .spend_password_attempt(&keys.account, now, window)
             .await?;
-        if failures > policy.password_failures_per_account {
-            let retry = (started + window - now).max(1);
-            return Err(Error::TooManyRequests {
-                message: format!(
-                    "too many failed password attempts for this account: try again in {}, or \
-                     reset the password with ForgotPassword",
-                    minutes(retry)
-                ),
-                retry_after_seconds: retry,
-            });
+        if let Some(refusal) = over_limit(
+            account,
+            policy.password_failures_per_account,
+            now,
+            window,
+            "for this account",
+            ", or reset the password with ForgotPassword",
+        ) {
+            return Err(refusal);
         }
         if let Some(address) = &keys.address {
-            let (failures, started) = tx.spend_password_attempt(address, now, window).await?;
-            if failures > policy.password_failures_per_address {
-                let retry = (started + window - now).max(1);
-                return Err(Error::TooManyRequests {
-                    message: format!(
-                        "too many failed password attempts from this network address: try again \
-                         in {}",
-                        minutes(retry)
-                    ),
-                    retry_after_seconds: retry,
-                });
+            let count = tx.spend_password_attempt(address, now, window).await?;
+            let limit = policy.password_failures_per_address;
+            if let Some(refusal) =
+                over_limit(count, limit, now, window, "from this network address", "")
+            {
+                return Err(refusal);
             }
         }
         tx.commit().await?;
-        Ok(())
+
+        let verdict = self.hasher_verify(password, stored).await;
+        let mut tx = self.store().begin().await?;
+        match verdict {
+            Ok(Verdict::Mismatch) => {
+                tx.record_password_failure(&keys.account).await?;
+                if let Some(address) = &keys.address {
+                    tx.record_password_failure(address).await?;
+                }
+                tx.commit().await?;
+            }
+            Ok(Verdict::Match { .. }) => {}
+            Err(_) => {
+                tx.refund_password_attempt(&keys.account).await?;
+                if let Some(address) = &keys.address {
+                    tx.refund_password_attempt(address).await?;
+                }
+                tx.commit().await?;
+            }
+        }
+        verdict
     }
 
     async fn within_message_budget(&self, tx: &mut Tx, email: &Email, now: i64) -> Result<bool> {
@@ -491,14 +515,47 @@ impl Auth {
     }
 }
 
-/// A right password: the account's failures are forgiven, the address gets its attempt
-/// back (many people behind one address log in fine).
+/// A right password: the account's failures are forgiven, and neither the account nor the
+/// address is charged for the check (many people behind one address log in fine).
 async fn settle_success(tx: &mut Tx, keys: &AttemptKeys) -> Result<()> {
     tx.clear_password_failures(&keys.account).await?;
+    tx.refund_password_attempt(&keys.account).await?;
     if let Some(address) = &keys.address {
         tx.refund_password_attempt(address).await?;
     }
     Ok(())
+}
+
+/// Why a new check of `whose` passwords is refused, if it is: the failures reached the
+/// limit (locked until the window ends), or, with the checks still running, this one
+/// would exceed it (retry in a moment).
+fn over_limit(
+    count: AttemptCount,
+    limit: i64,
+    now: i64,
+    window: i64,
+    whose: &str,
+    advice: &str,
+) -> Option<Error> {
+    if count.failures >= limit {
+        let retry = (count.window_started_at + window - now).max(1);
+        return Some(Error::TooManyRequests {
+            message: format!(
+                "too many failed password attempts {whose}: try again in {}{advice}",
+                minutes(retry)
+            ),
+            retry_after_seconds: retry,
+        });
+    }
+    if count.failures + count.pending > limit {
+        return Some(Error::TooManyRequests {
+            message: format!(
+                "too many password checks {whose} are running at once: retry in a second"
+            ),
+            retry_after_seconds: 1,
+        });
+    }
+    None
 }
 
 fn wrong_email_or_password() -> Error {

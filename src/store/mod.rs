@@ -17,7 +17,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Row, Transaction};
 use std::time::Duration;
 
-pub use passwords::{PasswordProjectRecord, PasswordResetRecord, PasswordUserRecord};
+pub use passwords::{AttemptCount, PasswordProjectRecord, PasswordResetRecord, PasswordUserRecord};
 pub use records::*;
 
 #[derive(Debug, thiserror::Error)]

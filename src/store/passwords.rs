@@ -48,6 +48,16 @@ impl PasswordUserRecord {
     }
 }
 
+/// The password checks counted against one key in its current window.
+#[derive(Clone, Copy, Debug)]
+pub struct AttemptCount {
+    /// Checks judged wrong.
+    pub failures: i64,
+    /// Checks registered but not judged yet (this one included).
+    pub pending: i64,
+    pub window_started_at: i64,
+}
+
 /// A reset token's row, with what the reset page shows.
 #[derive(Clone, Debug)]
 pub struct PasswordResetRecord {
@@ -222,37 +232,45 @@ impl Tx {
         Ok(done.rows_affected())
     }
 
-    /// Counts one failed password check against `key` before the password is judged, and
-    /// returns the failures in the current window and when that window started. A window
-    /// older than `window_seconds` starts over. Atomic, so concurrent guesses on any number
-    /// of replicas all count.
+    /// Registers one password check against `key` before the password is judged (as
+    /// pending), and returns the key's counts. A window older than `window_seconds` starts
+    /// over. Atomic, so concurrent guesses on any number of replicas all count.
     pub async fn spend_password_attempt(
         &mut self,
         key: &str,
         now: i64,
         window_seconds: i64,
-    ) -> StoreResult<(i64, i64)> {
+    ) -> StoreResult<AttemptCount> {
         let row = sqlx::query(
-            "INSERT INTO password_failures (key, failures, window_started_at) VALUES ($1, 1, $2)
+            "INSERT INTO password_failures (key, failures, pending, window_started_at)
+             VALUES ($1, 0, 1, $2)
              ON CONFLICT (key) DO UPDATE SET
-               failures = CASE WHEN password_failures.window_started_at <= $3 THEN 1
-                               ELSE password_failures.failures + 1 END,
+               failures = CASE WHEN password_failures.window_started_at <= $3 THEN 0
+                               ELSE password_failures.failures END,
+               pending = CASE WHEN password_failures.window_started_at <= $3 THEN 1
+                              ELSE password_failures.pending + 1 END,
                window_started_at = CASE WHEN password_failures.window_started_at <= $3 THEN $2
                                         ELSE password_failures.window_started_at END
-             RETURNING failures, window_started_at",
+             RETURNING failures, pending, window_started_at",
         )
         .bind(key)
         .bind(now)
         .bind(now - window_seconds)
         .fetch_one(&mut *self.tx)
         .await?;
-        Ok((row.try_get("failures")?, row.try_get("window_started_at")?))
+        Ok(AttemptCount {
+            failures: row.try_get("failures")?,
+            pending: row.try_get("pending")?,
+            window_started_at: row.try_get("window_started_at")?,
+        })
     }
 
-    /// Takes back one spent attempt (the password was right).
-    pub async fn refund_password_attempt(&mut self, key: &str) -> StoreResult<()> {
+    /// A pending check was judged wrong: it becomes a failure.
+    pub async fn record_password_failure(&mut self, key: &str) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE password_failures SET failures = failures - 1 WHERE key = $1 AND failures > 0",
+            "UPDATE password_failures SET failures = failures + 1,
+               pending = CASE WHEN pending > 0 THEN pending - 1 ELSE 0 END
+             WHERE key = $1",
         )
         .bind(key)
         .execute(&mut *self.tx)
@@ -260,9 +278,21 @@ impl Tx {
         Ok(())
     }
 
-    /// Forgets every failure counted against `key` (a right password, or a reset).
+    /// A pending check was right (or never judged): it no longer counts.
+    pub async fn refund_password_attempt(&mut self, key: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE password_failures SET pending = CASE WHEN pending > 0 THEN pending - 1 ELSE 0 END
+             WHERE key = $1",
+        )
+        .bind(key)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets the failures counted against `key` (a right password, or a reset).
     pub async fn clear_password_failures(&mut self, key: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM password_failures WHERE key = $1")
+        sqlx::query("UPDATE password_failures SET failures = 0 WHERE key = $1")
             .bind(key)
             .execute(&mut *self.tx)
             .await?;

@@ -1,6 +1,7 @@
 //! Email + password accounts over gRPC (PasswordService) and the hosted reset page over
 //! plain HTTP, on both databases.
 
+use futures_util::future::join_all;
 use portcullis::grpc::pb::password_service_client::PasswordServiceClient;
 use portcullis::grpc::pb::*;
 use reqwest::StatusCode;
@@ -15,6 +16,8 @@ on_both_backends!(
     the_whole_journey_from_registration_to_a_reset_password,
     an_unknown_email_and_a_wrong_password_get_the_same_answer_and_no_session,
     an_account_is_locked_after_five_failures_until_its_window_ends,
+    concurrent_guesses_never_exceed_the_limit,
+    concurrent_right_logins_are_not_locked_out,
     a_client_address_is_locked_after_its_failures_over_all_accounts,
     weak_short_and_malformed_input_is_refused_and_nothing_is_written,
     registering_a_known_email_succeeds_silently_and_mails_its_owner,
@@ -162,6 +165,48 @@ async fn an_account_is_locked_after_five_failures_until_its_window_ends(backend:
     log_in(&app, "linus@example.com", PASSWORD)
         .await
         .expect("unlocked once the window has passed");
+}
+
+async fn concurrent_guesses_never_exceed_the_limit(backend: Backend) {
+    let app = spawn_app(backend).await;
+    register(&app, "alan@example.com", PASSWORD).await.unwrap();
+
+    let guesses = (0..20).map(|i| {
+        let app = &app;
+        async move { log_in(app, "alan@example.com", &format!("guess number {i}")).await }
+    });
+    let answers = join_all(guesses).await;
+    let judged = answers
+        .iter()
+        .filter(|a| a.as_ref().is_err_and(|e| e.code() == Code::Unauthenticated))
+        .count();
+    assert!(judged <= 5, "{judged} guesses were checked");
+    assert!(answers.iter().all(|a| {
+        a.as_ref()
+            .is_err_and(|e| matches!(e.code(), Code::Unauthenticated | Code::ResourceExhausted))
+    }));
+}
+
+async fn concurrent_right_logins_are_not_locked_out(backend: Backend) {
+    let app = spawn_app(backend).await;
+    register(&app, "grace@example.com", PASSWORD).await.unwrap();
+
+    let logins = (0..12).map(|_| log_in(&app, "grace@example.com", PASSWORD));
+    for answer in join_all(logins).await {
+        if let Err(error) = answer {
+            // More checks than the limit at once: asked to retry at once, not locked.
+            assert_eq!(error.code(), Code::ResourceExhausted);
+            assert!(
+                error.message().contains("retry in a second"),
+                "{}",
+                error.message()
+            );
+            assert_eq!(error.metadata().get("retry-after").unwrap(), "1");
+        }
+    }
+    log_in(&app, "grace@example.com", PASSWORD)
+        .await
+        .expect("not locked afterwards");
 }
 
 async fn a_client_address_is_locked_after_its_failures_over_all_accounts(backend: Backend) {
