@@ -4,11 +4,12 @@
 //! # Layout
 //! - [`settings`]: command line, environment and TOML settings.
 //! - [`app`]: assembly of everything below into one listener; graceful shutdown; health.
-//! - [`grpc`], [`http`]: the transports. Thin: decode, call [`service`], encode.
-//! - [`service`]: the operations both transports call (login by code, sessions,
-//!   projects). Every rule of authentication lives here or in [`domain`].
-//! - [`domain`]: parsed names (email, E.164 phone), secret tokens and their hashes, login
-//!   codes, the clock. Plain Rust, unit-tested without I/O.
+//! - [`grpc`], [`http`]: the transports (HTTP: JWKS, hosted reset-password page). Thin:
+//!   decode, call [`service`], encode.
+//! - [`service`]: the operations both transports call (login by code, password accounts,
+//!   sessions, projects). Every rule of authentication lives here or in [`domain`].
+//! - [`domain`]: parsed names (email, E.164 phone), password rules and hashing, secret
+//!   tokens and their hashes, login codes, the clock. Plain Rust, unit-tested without I/O.
 //! - [`jwt`]: Ed25519 JWT signing and verification, the JWKS.
 //! - [`store`]: the only module that speaks SQL (SQLite and PostgreSQL, one code path).
 //! - [`delivery`]: the outbox worker that sends mails (SMTP or `.eml` files) and texts.

@@ -1,14 +1,17 @@
-//! Domain types and rules: parsed names, secrets, codes and the clock. Plain Rust, no I/O.
+//! Domain types and rules: parsed names, passwords, secrets, codes and the clock. Plain
+//! Rust, no I/O (password hashing runs on blocking threads, still without I/O).
 
 mod clock;
 mod code;
 mod name;
+mod password;
 mod password_hash;
 mod secret;
 
 pub use clock::Clock;
 pub use code::{CodeKey, LoginCode};
 pub use name::{Email, Name, NameError, Phone};
+pub use password::{HashingError, NewPassword, Password, PasswordError, PasswordHasher, Verdict};
 pub use password_hash::looks_like_password_hash;
 pub use secret::{SecretToken, TokenHash, TokenKind};
 

@@ -4,6 +4,7 @@
 mod admin;
 mod authentication;
 mod log;
+mod password;
 mod recovery;
 mod verification;
 
@@ -16,6 +17,7 @@ use crate::service::{Auth, IssuedSession};
 pub use admin::AdminApi;
 pub use authentication::AuthenticationApi;
 pub use log::LogApi;
+pub use password::PasswordApi;
 pub use recovery::RecoveryApi;
 pub use verification::VerificationApi;
 
@@ -35,6 +37,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     "portcullis.v1.RecoveryService",
     "portcullis.v1.LogService",
     "portcullis.v1.AdminService",
+    "portcullis.v1.PasswordService",
 ];
 
 /// The portcullis.v1 services.
@@ -42,6 +45,7 @@ pub fn routes(auth: Auth) -> Routes {
     use pb::admin_service_server::AdminServiceServer;
     use pb::authentication_service_server::AuthenticationServiceServer;
     use pb::log_service_server::LogServiceServer;
+    use pb::password_service_server::PasswordServiceServer;
     use pb::recovery_service_server::RecoveryServiceServer;
     use pb::verification_service_server::VerificationServiceServer;
     Routes::new(AuthenticationServiceServer::new(AuthenticationApi::new(
@@ -52,7 +56,8 @@ pub fn routes(auth: Auth) -> Routes {
     )))
     .add_service(RecoveryServiceServer::new(RecoveryApi::new(auth.clone())))
     .add_service(LogServiceServer::new(LogApi::new(auth.clone())))
-    .add_service(AdminServiceServer::new(AdminApi::new(auth)))
+    .add_service(AdminServiceServer::new(AdminApi::new(auth.clone())))
+    .add_service(PasswordServiceServer::new(PasswordApi::new(auth)))
 }
 
 /// The token in `authorization: Bearer <token>` metadata.

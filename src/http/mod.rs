@@ -16,6 +16,7 @@ mod errors;
 mod extract;
 mod link_page;
 pub mod page;
+pub mod reset_page;
 
 use crate::service::{Auth, LINK_PATH};
 
@@ -28,6 +29,7 @@ pub fn router(auth: Auth) -> Router {
         .route("/openapi.json", get(openapi))
         .route(page::STYLESHEET_PATH, get(page::stylesheet))
         .route(LINK_PATH, get(link_page::show).post(link_page::confirm))
+        .route(reset_page::PATH, reset_page::routes())
         .merge(api::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(auth.clone(), cors::layer))

@@ -5,6 +5,7 @@ mod events;
 mod external;
 mod login;
 mod origins;
+mod password;
 mod projects;
 mod recovery;
 mod sessions;
@@ -13,13 +14,14 @@ mod users;
 use std::sync::Arc;
 
 use crate::delivery::OutboxSignal;
-use crate::domain::{Clock, CodeKey, MAX_TOKEN_LEN, Name, TokenHash, TokenKind};
+use crate::domain::{Clock, CodeKey, MAX_TOKEN_LEN, Name, PasswordHasher, TokenHash, TokenKind};
 use crate::error::{Error, Result};
 use crate::jwt::JwtKeys;
 use crate::store::{ProjectRecord, Store};
 
 pub use events::{LogPage, MAX_LOG_DATA_LEN};
 pub use login::{Authenticated, LINK_PATH};
+pub use password::{Me, ResetLink, ResetLinkState};
 pub use projects::{CreatedProject, ProjectSettings, SettingsChange};
 pub use recovery::Recovered;
 pub use sessions::{Authorization, IssuedSession, UserInfo};
@@ -36,6 +38,14 @@ pub struct Policy {
     pub messages_per_recipient: i64,
     /// ...of this many seconds.
     pub message_window_seconds: i64,
+    /// A password account is locked after this many failed checks...
+    pub password_failures_per_account: i64,
+    /// ...a client address after this many (over all accounts)...
+    pub password_failures_per_address: i64,
+    /// ...within this many seconds from the first failure, until the window ends.
+    pub password_failure_window_seconds: i64,
+    /// At most this many password hashes or checks run at once (on blocking threads).
+    pub password_hashing_concurrency: usize,
 }
 
 impl Default for Policy {
@@ -45,6 +55,10 @@ impl Default for Policy {
             jwt_ttl_seconds: 3600,
             messages_per_recipient: 10,
             message_window_seconds: 15 * 60,
+            password_failures_per_account: 5,
+            password_failures_per_address: 50,
+            password_failure_window_seconds: 15 * 60,
+            password_hashing_concurrency: PasswordHasher::default_concurrency(),
         }
     }
 }
@@ -62,6 +76,7 @@ struct Inner {
     code_key: CodeKey,
     outbox: OutboxSignal,
     policy: Policy,
+    hasher: PasswordHasher,
 }
 
 impl Auth {
@@ -73,6 +88,7 @@ impl Auth {
         outbox: OutboxSignal,
         policy: Policy,
     ) -> Auth {
+        let hasher = PasswordHasher::new(policy.password_hashing_concurrency);
         Auth {
             inner: Arc::new(Inner {
                 store,
@@ -81,6 +97,7 @@ impl Auth {
                 code_key,
                 outbox,
                 policy,
+                hasher,
             }),
         }
     }

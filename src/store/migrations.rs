@@ -21,6 +21,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/postgres/0002_passwordless_complete.sql"),
     ),
     (
+        3,
+        "passwords",
+        include_str!("../../migrations/sqlite/0003_passwords.sql"),
+        include_str!("../../migrations/postgres/0003_passwords.sql"),
+    ),
+    (
         4,
         "allowed origins",
         include_str!("../../migrations/sqlite/0004_allowed_origins.sql"),

@@ -8,6 +8,7 @@ mod keys;
 mod logins;
 mod migrations;
 mod outbox;
+mod passwords;
 mod projects;
 mod records;
 mod recovery;
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 use session_cache::SessionCache;
 
+pub use passwords::{AttemptCount, PasswordProjectRecord, PasswordResetRecord, PasswordUserRecord};
 pub use records::*;
 
 #[derive(Debug, thiserror::Error)]

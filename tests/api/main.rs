@@ -12,6 +12,8 @@ mod login;
 mod login_refusals;
 mod logs;
 mod magic_link;
+mod password;
+mod password_browser;
 mod recovery;
 mod server;
 mod shim;

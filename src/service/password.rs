@@ -1,0 +1,681 @@
+//! Email + password accounts per project: register, login, me, change password, forgot
+//! password and reset through the mailed link. The same users as the code login: a
+//! password is one more way in to a user, kept in `users.password_hash`.
+//!
+//! Nothing here tells whether an email has an account: unknown emails and wrong passwords
+//! fail alike and cost the same (a dummy hash is checked), Register of a known email
+//! succeeds and mails the owner (unless the project asks otherwise), and ForgotPassword
+//! answers before it even looks.
+
+use std::net::IpAddr;
+
+use super::{Auth, IssuedSession, parse_token};
+use crate::domain::{
+    Email, HashingError, NewPassword, Password, SecretToken, TokenHash, TokenKind, Verdict,
+};
+use crate::error::{Error, Result};
+use crate::service::Authorization;
+use crate::store::{AttemptCount, Channel, NewMessage, NewUser, PasswordProjectRecord, Tx};
+
+/// The user behind an access token, as the published `auth/me` shows it.
+#[derive(Debug, Clone)]
+pub struct Me {
+    /// The 36-character uid (the JWT `sub`).
+    pub id: String,
+    pub user_id: i64,
+    pub email: String,
+}
+
+/// What the hosted reset page needs to know about a link.
+#[derive(Debug, Clone)]
+pub struct ResetLink {
+    pub project_name: String,
+    pub state: ResetLinkState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResetLinkState {
+    /// The link works; the page offers the form for this account.
+    Ready {
+        email: String,
+    },
+    Expired,
+    Used,
+    /// Unknown, replaced by a newer link, or of another project.
+    Invalid,
+}
+
+impl ResetLinkState {
+    /// Why a link does not work, for a person: shown on the page and in gRPC errors.
+    pub fn explanation(&self) -> &'static str {
+        match self {
+            ResetLinkState::Ready { .. } => "this password reset link works",
+            ResetLinkState::Expired => {
+                "this password reset link has expired; ask for a new one with \"Forgot password\""
+            }
+            ResetLinkState::Used => {
+                "this password reset link was already used; if you need to reset the password \
+                 again, ask for a new link with \"Forgot password\""
+            }
+            ResetLinkState::Invalid => {
+                "this password reset link is not valid, or a newer link was sent since; use the \
+                 newest link, or ask for a new one with \"Forgot password\""
+            }
+        }
+    }
+
+    fn into_error(self) -> Error {
+        match self {
+            ResetLinkState::Invalid => Error::NotFound(self.explanation().into()),
+            other => Error::failed_precondition(other.explanation()),
+        }
+    }
+}
+
+/// The counters a password check is charged to: the account (by email, known or not, so
+/// the limit itself reveals nothing) and the client address.
+struct AttemptKeys {
+    account: String,
+    address: Option<String>,
+}
+
+impl AttemptKeys {
+    fn new(project_id: &str, name: &str, client: Option<IpAddr>) -> AttemptKeys {
+        AttemptKeys {
+            account: format!("account:{project_id}:{name}"),
+            address: client.map(|ip| format!("address:{}", address_block(ip))),
+        }
+    }
+}
+
+/// The unit one client controls: an IPv4 address, or an IPv6 /64 (a single host usually
+/// has a whole /64 to rotate through).
+fn address_block(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
+impl Auth {
+    /// Creates a password account, or adds the password to a code-login user that never
+    /// confirmed a login. A known email does not reveal itself: the call succeeds and the
+    /// owner is mailed, or ALREADY_EXISTS when the project chose to reveal it.
+    pub async fn register_password(
+        &self,
+        project_id: &str,
+        email: &str,
+        password: &str,
+    ) -> Result<()> {
+        let project = self.password_project(project_id).await?;
+        let email = parse_email("email", email)?;
+        let password = choose_password("password", password, email.as_str(), &project.name).await?;
+        // Hashed before looking the email up, so a known email costs the same time.
+        let hash = self.hasher_hash(password.as_password()).await?;
+        let now = self.now();
+        let mut tx = self.store().begin().await?;
+        let existing = match tx
+            .password_user_by_name(&project.id, email.as_str())
+            .await?
+        {
+            Some(existing) => existing,
+            None => {
+                let user = NewUser {
+                    uid: uuid::Uuid::new_v4().to_string(),
+                    project_id: project.id.clone(),
+                    name: Some(email.as_str().to_owned()),
+                    root: false,
+                    created_at: now,
+                    verified_at: None,
+                };
+                if tx.insert_password_user(&user, &hash).await?.is_some() {
+                    tx.commit().await?;
+                    return Ok(());
+                }
+                // A concurrent registration of the same email won.
+                tx.password_user_by_name(&project.id, email.as_str())
+                    .await?
+                    .ok_or_else(|| {
+                        Error::Internal(anyhow::anyhow!("user vanished during registration"))
+                    })?
+            }
+        };
+        // A code-login user that never confirmed a code has proven nothing and holds
+        // nothing: it takes the password like a new account. A confirmed one has data to
+        // protect, so only a proof of the mailbox (the reset link) adds a password to it.
+        if existing.password_hash.is_none()
+            && existing.user.verified_at.is_none()
+            && tx.set_first_password(existing.user.id, &hash).await?
+        {
+            tx.commit().await?;
+            return Ok(());
+        }
+        if project.reveal_existing {
+            return Err(Error::AlreadyExists(
+                "an account with this email already exists in this project: log in, or reset \
+                 its password with ForgotPassword"
+                    .into(),
+            ));
+        }
+        if self.within_message_budget(&mut tx, &email, now).await? {
+            tx.enqueue_message(&existing_account_message(&project, &email, now))
+                .await?;
+            tx.commit().await?;
+            self.inner.outbox.notify();
+        }
+        Ok(())
+    }
+
+    /// Email and password for a session (an opaque token and a JWT, the access token).
+    /// Every check is first charged to the account and the client address; over either
+    /// limit, RESOURCE_EXHAUSTED with the seconds until the window ends.
+    pub async fn password_login(
+        &self,
+        project_id: &str,
+        username: &str,
+        password: &str,
+        client: Option<IpAddr>,
+    ) -> Result<IssuedSession> {
+        let project = self.password_project(project_id).await?;
+        let email = parse_email("username", username)?;
+        let password = Password::parse(password).map_err(|e| Error::invalid("password", e.0))?;
+        let account = self
+            .store()
+            .password_user_by_name(&project.id, email.as_str())
+            .await?;
+        let stored = account.as_ref().and_then(|a| a.password_hash.clone());
+        let keys = AttemptKeys::new(&project.id, email.as_str(), client);
+        let verdict = self
+            .check_password_counted(&keys, &password, stored.as_deref())
+            .await?;
+        let (Verdict::Match { rehash }, Some(account), Some(stored)) = (verdict, account, stored)
+        else {
+            return Err(wrong_email_or_password());
+        };
+        let upgraded = if rehash {
+            Some(self.hasher_hash(&password).await?)
+        } else {
+            None
+        };
+
+        let now = self.now();
+        let mut tx = self.store().begin().await?;
+        settle_success(&mut tx, &keys).await?;
+        if let Some(upgraded) = &upgraded {
+            // Lost only if the password changed meanwhile, and then the new one stands.
+            tx.replace_password(account.user.id, &stored, upgraded)
+                .await?;
+        }
+        let session = self.open_session(&mut tx, &account.user, now).await?;
+        tx.commit().await?;
+        Ok(session)
+    }
+
+    /// The user of an access token (a JWT or a USER_TOKEN). With a `project_id`, tokens of
+    /// other projects are refused.
+    pub async fn me(&self, project_id: &str, token: &str) -> Result<Me> {
+        parse_token(token, "access token")?;
+        match self.authorize(token).await? {
+            Authorization::User {
+                id,
+                uid,
+                name,
+                project_id: of_project,
+                ..
+            } if project_id.trim().is_empty() || of_project == project_id.trim() => Ok(Me {
+                id: uid,
+                user_id: id,
+                email: name.unwrap_or_default(),
+            }),
+            _ => Err(Error::unauthenticated(
+                "invalid, expired or revoked access token",
+            )),
+        }
+    }
+
+    /// Changes the password of the token's user, who must give the current one. Every
+    /// other session of the user is revoked; returns how many.
+    pub async fn change_password(
+        &self,
+        token: &str,
+        current: &str,
+        new: &str,
+        client: Option<IpAddr>,
+    ) -> Result<u64> {
+        let session = self.require_session(token).await?;
+        let user = &session.user;
+        let current =
+            Password::parse(current).map_err(|e| Error::invalid("current_password", e.0))?;
+        let project = self.password_project(&user.project_id).await?;
+        let name = user.name.clone().unwrap_or_default();
+        let new = choose_password("new_password", new, &name, &project.name).await?;
+        let stored = self.store().password_hash_of(user.id).await?.ok_or_else(|| {
+            Error::failed_precondition(
+                "this account has no password yet: set one with ForgotPassword, which mails a link",
+            )
+        })?;
+        let keys = AttemptKeys::new(&project.id, &name, client);
+        if self
+            .check_password_counted(&keys, &current, Some(&stored))
+            .await?
+            == Verdict::Mismatch
+        {
+            return Err(Error::PermissionDenied(
+                "the current password is wrong".into(),
+            ));
+        }
+        let hash = self.hasher_hash(new.as_password()).await?;
+
+        let mut tx = self.store().begin().await?;
+        settle_success(&mut tx, &keys).await?;
+        if !tx.replace_password(user.id, &stored, &hash).await? {
+            return Err(Error::failed_precondition(
+                "the password was changed meanwhile; log in again and retry",
+            ));
+        }
+        let revoked = tx
+            .delete_sessions_of_user(user.id, Some(&session.session_id))
+            .await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    /// Mails a reset link if the email has an account in the project. Always succeeds for a
+    /// well-formed email of an existing project, and answers before looking the email up,
+    /// so neither the answer nor its timing tells whether there is an account.
+    pub async fn forgot_password(&self, project_id: &str, email: &str) -> Result<()> {
+        let project = self.password_project(project_id).await?;
+        let email = parse_email("email", email)?;
+        let auth = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = auth.send_reset_link(&project, &email).await {
+                tracing::warn!(error = ?error, "could not send a password reset link");
+            }
+        });
+        Ok(())
+    }
+
+    async fn send_reset_link(&self, project: &PasswordProjectRecord, email: &Email) -> Result<()> {
+        let now = self.now();
+        let mut tx = self.store().begin().await?;
+        let Some(account) = tx
+            .password_user_by_name(&project.id, email.as_str())
+            .await?
+        else {
+            return Ok(());
+        };
+        if !self.within_message_budget(&mut tx, email, now).await? {
+            tracing::info!("password reset link not sent: too many messages to this recipient");
+            return Ok(());
+        }
+        let token = SecretToken::generate(TokenKind::Reset);
+        let expires_at = now + project.reset_lifetime_seconds;
+        tx.put_password_reset(account.user.id, token.hash().as_bytes(), expires_at, now)
+            .await?;
+        let link = self.reset_url(project, token.expose());
+        tx.enqueue_message(&reset_message(project, email, &link, now))
+            .await?;
+        tx.commit().await?;
+        self.inner.outbox.notify();
+        Ok(())
+    }
+
+    /// Where a reset link points: the project's own page if it set one, else the page
+    /// this service hosts under its public URL.
+    fn reset_url(&self, project: &PasswordProjectRecord, token: &str) -> String {
+        let base = match &project.reset_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "{}/project/{}/auth/password/reset",
+                self.keys().issuer(),
+                project.id
+            ),
+        };
+        let separator = if base.contains('?') { '&' } else { '?' };
+        format!("{base}{separator}token={token}")
+    }
+
+    /// What a reset link is worth right now, for the hosted page. Errors only for an
+    /// unknown project or a failing database.
+    pub async fn reset_link(&self, project_id: &str, token: &str) -> Result<ResetLink> {
+        let project = self.password_project(project_id).await?;
+        let state = self.reset_link_state(&project, token).await?;
+        Ok(ResetLink {
+            project_name: project.name,
+            state,
+        })
+    }
+
+    async fn reset_link_state(
+        &self,
+        project: &PasswordProjectRecord,
+        token: &str,
+    ) -> Result<ResetLinkState> {
+        let token = token.trim();
+        if TokenKind::of(token) != Some(TokenKind::Reset) || token.len() > 128 {
+            return Ok(ResetLinkState::Invalid);
+        }
+        let Some(reset) = self
+            .store()
+            .password_reset(TokenHash::of(token).as_bytes())
+            .await?
+        else {
+            return Ok(ResetLinkState::Invalid);
+        };
+        Ok(if reset.project_id != project.id {
+            ResetLinkState::Invalid
+        } else if reset.used_at.is_some() {
+            ResetLinkState::Used
+        } else if reset.expires_at <= self.now() {
+            ResetLinkState::Expired
+        } else {
+            ResetLinkState::Ready {
+                email: reset.email.unwrap_or_default(),
+            }
+        })
+    }
+
+    /// Sets a new password with a reset token: the token dies, every session of the user
+    /// is revoked, the failure lock on the account is lifted, and the email counts as
+    /// verified (the link proved the mailbox). Returns the project's name.
+    pub async fn reset_password(
+        &self,
+        project_id: &str,
+        token: &str,
+        new_password: &str,
+    ) -> Result<String> {
+        let project = self.password_project(project_id).await?;
+        let email = match self.reset_link_state(&project, token).await? {
+            ResetLinkState::Ready { email } => email,
+            dead => return Err(dead.into_error()),
+        };
+        let password = choose_password("password", new_password, &email, &project.name).await?;
+        let hash = self.hasher_hash(password.as_password()).await?;
+
+        let now = self.now();
+        let mut tx = self.store().begin().await?;
+        let token_hash = TokenHash::of(token.trim());
+        let Some(user_id) = tx.use_password_reset(token_hash.as_bytes(), now).await? else {
+            // Used or expired between the check above and now.
+            drop(tx);
+            return Err(self.reset_link_state(&project, token).await?.into_error());
+        };
+        tx.set_password(user_id, &hash).await?;
+        tx.mark_user_verified(user_id, now).await?;
+        tx.delete_sessions_of_user(user_id, None).await?;
+        tx.clear_password_failures(&AttemptKeys::new(&project.id, &email, None).account)
+            .await?;
+        tx.commit().await?;
+        Ok(project.name)
+    }
+
+    async fn password_project(&self, project_id: &str) -> Result<PasswordProjectRecord> {
+        let id = project_id.trim();
+        if id.is_empty() {
+            return Err(Error::invalid("project_id", "is required"));
+        }
+        if id.len() > 64 {
+            return Err(Error::invalid("project_id", "is longer than 64 characters"));
+        }
+        self.store()
+            .password_project(id)
+            .await?
+            .ok_or_else(|| Error::NotFound("no project has this project_id".into()))
+    }
+
+    /// Checks a password, counted against the account and the client address: the check is
+    /// registered before the password is judged, so concurrent guesses (on any replica)
+    /// all count; a wrong password becomes a failure. Over a limit nothing is checked and
+    /// the caller learns when to come back. A right password leaves its check pending for
+    /// the caller to settle with [`settle_success`] in the transaction that acts on it.
+    async fn check_password_counted(
+        &self,
+        keys: &AttemptKeys,
+        password: &Password,
+        stored: Option<&str>,
+    ) -> Result<Verdict> {
+        let policy = &self.inner.policy;
+        let window = policy.password_failure_window_seconds;
+        let now = self.now();
+        let mut tx = self.store().begin().await?;
+        let account = tx
+            .spend_password_attempt(&keys.account, now, window)
+            .await?;
+        if let Some(refusal) = over_limit(
+            account,
+            policy.password_failures_per_account,
+            now,
+            window,
+            "for this account",
+            ", or reset the password with ForgotPassword",
+        ) {
+            return Err(refusal);
+        }
+        if let Some(address) = &keys.address {
+            let count = tx.spend_password_attempt(address, now, window).await?;
+            let limit = policy.password_failures_per_address;
+            if let Some(refusal) =
+                over_limit(count, limit, now, window, "from this network address", "")
+            {
+                return Err(refusal);
+            }
+        }
+        tx.commit().await?;
+
+        let verdict = self.hasher_verify(password, stored).await;
+        let mut tx = self.store().begin().await?;
+        match verdict {
+            Ok(Verdict::Mismatch) => {
+                tx.record_password_failure(&keys.account).await?;
+                if let Some(address) = &keys.address {
+                    tx.record_password_failure(address).await?;
+                }
+                tx.commit().await?;
+            }
+            Ok(Verdict::Match { .. }) => {}
+            Err(_) => {
+                tx.refund_password_attempt(&keys.account).await?;
+                if let Some(address) = &keys.address {
+                    tx.refund_password_attempt(address).await?;
+                }
+                tx.commit().await?;
+            }
+        }
+        verdict
+    }
+
+    async fn within_message_budget(&self, tx: &mut Tx, email: &Email, now: i64) -> Result<bool> {
+        let policy = &self.inner.policy;
+        let sent = tx
+            .count_messages_since(email.as_str(), now - policy.message_window_seconds)
+            .await?;
+        Ok(sent < policy.messages_per_recipient)
+    }
+
+    async fn hasher_hash(&self, password: &Password) -> Result<String> {
+        self.inner
+            .hasher
+            .hash(password)
+            .await
+            .map_err(hashing_error)
+    }
+
+    async fn hasher_verify(&self, password: &Password, stored: Option<&str>) -> Result<Verdict> {
+        self.inner
+            .hasher
+            .verify(password, stored)
+            .await
+            .map_err(hashing_error)
+    }
+}
+
+/// A right password: the account's failures are forgiven, and neither the account nor the
+/// address is charged for the check (many people behind one address log in fine).
+async fn settle_success(tx: &mut Tx, keys: &AttemptKeys) -> Result<()> {
+    tx.clear_password_failures(&keys.account).await?;
+    tx.refund_password_attempt(&keys.account).await?;
+    if let Some(address) = &keys.address {
+        tx.refund_password_attempt(address).await?;
+    }
+    Ok(())
+}
+
+/// Why a new check of `whose` passwords is refused, if it is: the failures reached the
+/// limit (locked until the window ends), or, with the checks still running, this one
+/// would exceed it (retry in a moment).
+fn over_limit(
+    count: AttemptCount,
+    limit: i64,
+    now: i64,
+    window: i64,
+    whose: &str,
+    advice: &str,
+) -> Option<Error> {
+    if count.failures >= limit {
+        let retry = (count.window_started_at + window - now).max(1);
+        return Some(Error::TooManyRequests {
+            message: format!(
+                "too many failed password attempts {whose}: try again in {}{advice}",
+                minutes(retry)
+            ),
+            retry_after_seconds: retry,
+        });
+    }
+    if count.failures + count.pending > limit {
+        return Some(Error::TooManyRequests {
+            message: format!(
+                "too many password checks {whose} are running at once: retry in a second"
+            ),
+            retry_after_seconds: 1,
+        });
+    }
+    None
+}
+
+fn wrong_email_or_password() -> Error {
+    Error::unauthenticated("wrong email or password")
+}
+
+fn hashing_error(error: HashingError) -> Error {
+    match error {
+        HashingError::Busy => Error::TooManyRequests {
+            message: "the service is busy checking passwords; retry in a few seconds".into(),
+            retry_after_seconds: 2,
+        },
+        HashingError::Failed(cause) => Error::Internal(anyhow::anyhow!(cause)),
+    }
+}
+
+fn parse_email(field: &'static str, input: &str) -> Result<Email> {
+    if input.trim().is_empty() {
+        return Err(Error::invalid(field, "is required"));
+    }
+    Email::parse(input).map_err(|e| Error::invalid(field, format!("is not an email address: {e}")))
+}
+
+/// Parses a password someone chose, with what an attacker would try first for this
+/// account as hints: the email and project name, whole and word by word.
+async fn choose_password(
+    field: &'static str,
+    input: &str,
+    name: &str,
+    project_name: &str,
+) -> Result<NewPassword> {
+    let mut hints = vec![name.to_owned(), project_name.to_owned()];
+    for text in [name, project_name] {
+        hints.extend(
+            text.split(|c: char| !c.is_alphanumeric())
+                .filter(|word| word.chars().count() >= 3)
+                .map(str::to_owned),
+        );
+    }
+    NewPassword::parse_off_runtime(input.to_owned(), hints)
+        .await
+        .map_err(|e| Error::invalid(field, e.0))
+}
+
+fn minutes(seconds: i64) -> String {
+    let minutes = (seconds + 59) / 60;
+    if minutes == 1 {
+        "1 minute".into()
+    } else {
+        format!("{minutes} minutes")
+    }
+}
+
+fn existing_account_message(
+    project: &PasswordProjectRecord,
+    email: &Email,
+    now: i64,
+) -> NewMessage {
+    NewMessage {
+        project_id: Some(project.id.clone()),
+        channel: Channel::Email,
+        recipient: email.as_str().to_owned(),
+        subject: format!(
+            "Someone tried to register at {} with your address",
+            project.name
+        ),
+        body: format!(
+            "Someone tried to create a {project} account with this address, which already has \
+             one.\n\nIf it was you: log in to {project}, or choose a (new) password with \
+             \"Forgot password\", which mails you a link.\n\nIf it was not you, ignore this \
+             mail: nothing changed in your account.\n",
+            project = project.name
+        ),
+        sender: project.mail_sender.clone(),
+        created_at: now,
+    }
+}
+
+fn reset_message(
+    project: &PasswordProjectRecord,
+    email: &Email,
+    link: &str,
+    now: i64,
+) -> NewMessage {
+    let minutes = (project.reset_lifetime_seconds / 60).max(1);
+    NewMessage {
+        project_id: Some(project.id.clone()),
+        channel: Channel::Email,
+        recipient: email.as_str().to_owned(),
+        subject: format!("Reset your {} password", project.name),
+        body: format!(
+            "To choose a new password for your {project} account, open this link within \
+             {minutes} minutes:\n\n{link}\n\nThe link works once. If you did not ask for it, \
+             ignore this mail: your password stays as it is.\n",
+            project = project.name
+        ),
+        sender: project.mail_sender.clone(),
+        created_at: now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64_block_and_mapped_ipv4_as_ipv4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        assert_eq!(address_block(a), address_block(b));
+        assert_eq!(address_block(a), "2001:db8:1:2::/64");
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(address_block(mapped), "192.0.2.7");
+    }
+
+    #[test]
+    fn retry_times_are_rounded_up_to_minutes() {
+        assert_eq!(minutes(1), "1 minute");
+        assert_eq!(minutes(60), "1 minute");
+        assert_eq!(minutes(61), "2 minutes");
+        assert_eq!(minutes(900), "15 minutes");
+    }
+}

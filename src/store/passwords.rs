@@ -1,0 +1,346 @@
+//! Password accounts: password hashes on users, the projects' password settings,
+//! failed-check counters and reset tokens.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::*;
+
+/// A project as the password flows see it: identity plus its password settings.
+#[derive(Clone, Debug)]
+pub struct PasswordProjectRecord {
+    pub id: String,
+    pub name: String,
+    pub mail_sender: Option<String>,
+    /// Register answers ALREADY_EXISTS for a known email instead of mailing its owner.
+    pub reveal_existing: bool,
+    /// Where reset links point (`?token=` is appended); `None`: the hosted page.
+    pub reset_url: Option<String>,
+    pub reset_lifetime_seconds: i64,
+}
+
+impl PasswordProjectRecord {
+    fn from_row(row: &AnyRow) -> StoreResult<Self> {
+        Ok(PasswordProjectRecord {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            mail_sender: row.try_get("mail_sender")?,
+            reveal_existing: flag(row, "password_reveal_existing")?,
+            reset_url: row.try_get("password_reset_url")?,
+            reset_lifetime_seconds: row.try_get("password_reset_lifetime_seconds")?,
+        })
+    }
+}
+
+/// A user with its password hash (PHC form; `None` for users who log in by code only).
+#[derive(Clone, Debug)]
+pub struct PasswordUserRecord {
+    pub user: UserRecord,
+    pub password_hash: Option<String>,
+}
+
+impl PasswordUserRecord {
+    fn from_row(row: &AnyRow) -> StoreResult<Self> {
+        Ok(PasswordUserRecord {
+            user: UserRecord::from_row(row)?,
+            password_hash: row.try_get("password_hash")?,
+        })
+    }
+}
+
+/// The password checks counted against one key in its current window.
+#[derive(Clone, Copy, Debug)]
+pub struct AttemptCount {
+    /// Checks judged wrong.
+    pub failures: i64,
+    /// Checks registered but not judged yet (this one included).
+    pub pending: i64,
+    pub window_started_at: i64,
+}
+
+/// A reset token's row, with what the reset page shows.
+#[derive(Clone, Debug)]
+pub struct PasswordResetRecord {
+    pub user_id: i64,
+    pub project_id: String,
+    pub email: Option<String>,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+}
+
+const PASSWORD_PROJECT_COLUMNS: &str = "id, name, mail_sender, password_reveal_existing, \
+     password_reset_url, password_reset_lifetime_seconds";
+
+impl Store {
+    pub async fn password_project(&self, id: &str) -> StoreResult<Option<PasswordProjectRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {PASSWORD_PROJECT_COLUMNS} FROM projects WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref()
+            .map(PasswordProjectRecord::from_row)
+            .transpose()
+    }
+
+    pub async fn password_user_by_name(
+        &self,
+        project_id: &str,
+        name: &str,
+    ) -> StoreResult<Option<PasswordUserRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS}, password_hash FROM users WHERE project_id = $1 AND name = $2"
+        ))
+        .bind(project_id)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(PasswordUserRecord::from_row).transpose()
+    }
+
+    pub async fn password_hash_of(&self, user_id: i64) -> StoreResult<Option<String>> {
+        let row = sqlx::query("SELECT password_hash FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(row) => row.try_get("password_hash")?,
+            None => None,
+        })
+    }
+
+    pub async fn password_reset(
+        &self,
+        token_hash: &[u8],
+    ) -> StoreResult<Option<PasswordResetRecord>> {
+        let row = sqlx::query(
+            "SELECT r.user_id, u.project_id, u.name, r.expires_at, r.used_at
+             FROM password_resets r JOIN users u ON u.id = r.user_id WHERE r.token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(PasswordResetRecord {
+                user_id: row.try_get("user_id")?,
+                project_id: row.try_get("project_id")?,
+                email: row.try_get("name")?,
+                expires_at: row.try_get("expires_at")?,
+                used_at: row.try_get("used_at")?,
+            })
+        })
+        .transpose()
+    }
+}
+
+impl Tx {
+    pub async fn password_user_by_name(
+        &mut self,
+        project_id: &str,
+        name: &str,
+    ) -> StoreResult<Option<PasswordUserRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS}, password_hash FROM users WHERE project_id = $1 AND name = $2"
+        ))
+        .bind(project_id)
+        .bind(name)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.as_ref().map(PasswordUserRecord::from_row).transpose()
+    }
+
+    /// Inserts a user with a password; `None` when the name is already taken in the
+    /// project (also when a concurrent registration won the race).
+    pub async fn insert_password_user(
+        &mut self,
+        user: &NewUser,
+        password_hash: &str,
+    ) -> StoreResult<Option<UserRecord>> {
+        let row = sqlx::query(&format!(
+            "INSERT INTO users (uid, project_id, name, root, created_at, verified_at, password_hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (project_id, name) DO NOTHING
+             RETURNING {USER_COLUMNS}"
+        ))
+        .bind(&user.uid)
+        .bind(&user.project_id)
+        .bind(user.name.as_deref())
+        .bind(user.root as i64)
+        .bind(user.created_at)
+        .bind(user.verified_at)
+        .bind(password_hash)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.as_ref().map(UserRecord::from_row).transpose()
+    }
+
+    /// Sets the password of a user that has none yet; false when it has one (meanwhile).
+    pub async fn set_first_password(
+        &mut self,
+        user_id: i64,
+        password_hash: &str,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash IS NULL",
+        )
+        .bind(password_hash)
+        .bind(user_id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Replaces a password hash only if it is still `current`, so a change racing a reset
+    /// (or a rehash racing a change) cannot silently undo the other.
+    pub async fn replace_password(
+        &mut self,
+        user_id: i64,
+        current: &str,
+        password_hash: &str,
+    ) -> StoreResult<bool> {
+        let done =
+            sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3")
+                .bind(password_hash)
+                .bind(user_id)
+                .bind(current)
+                .execute(&mut *self.tx)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Sets the password whatever it was (a reset through the mailed link).
+    pub async fn set_password(&mut self, user_id: i64, password_hash: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash)
+            .bind(user_id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Revokes every session of a user but `keep`; returns how many were revoked.
+    pub async fn delete_sessions_of_user(
+        &mut self,
+        user_id: i64,
+        keep: Option<&str>,
+    ) -> StoreResult<u64> {
+        self.revokes = true;
+        let done = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id <> $2")
+            .bind(user_id)
+            .bind(keep.unwrap_or(""))
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Registers one password check against `key` before the password is judged (as
+    /// pending), and returns the key's counts. A window older than `window_seconds` starts
+    /// over. Atomic, so concurrent guesses on any number of replicas all count.
+    pub async fn spend_password_attempt(
+        &mut self,
+        key: &str,
+        now: i64,
+        window_seconds: i64,
+    ) -> StoreResult<AttemptCount> {
+        let row = sqlx::query(
+            "INSERT INTO password_failures (key, failures, pending, window_started_at)
+             VALUES ($1, 0, 1, $2)
+             ON CONFLICT (key) DO UPDATE SET
+               failures = CASE WHEN password_failures.window_started_at <= $3 THEN 0
+                               ELSE password_failures.failures END,
+               pending = CASE WHEN password_failures.window_started_at <= $3 THEN 1
+                              ELSE password_failures.pending + 1 END,
+               window_started_at = CASE WHEN password_failures.window_started_at <= $3 THEN $2
+                                        ELSE password_failures.window_started_at END
+             RETURNING failures, pending, window_started_at",
+        )
+        .bind(key)
+        .bind(now)
+        .bind(now - window_seconds)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(AttemptCount {
+            failures: row.try_get("failures")?,
+            pending: row.try_get("pending")?,
+            window_started_at: row.try_get("window_started_at")?,
+        })
+    }
+
+    /// A pending check was judged wrong: it becomes a failure.
+    pub async fn record_password_failure(&mut self, key: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE password_failures SET failures = failures + 1,
+               pending = CASE WHEN pending > 0 THEN pending - 1 ELSE 0 END
+             WHERE key = $1",
+        )
+        .bind(key)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// A pending check was right (or never judged): it no longer counts.
+    pub async fn refund_password_attempt(&mut self, key: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE password_failures SET pending = CASE WHEN pending > 0 THEN pending - 1 ELSE 0 END
+             WHERE key = $1",
+        )
+        .bind(key)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets the failures counted against `key` (a right password, or a reset).
+    pub async fn clear_password_failures(&mut self, key: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE password_failures SET failures = 0 WHERE key = $1")
+            .bind(key)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Stores a user's reset token, replacing any earlier one (which stops working).
+    pub async fn put_password_reset(
+        &mut self,
+        user_id: i64,
+        token_hash: &[u8],
+        expires_at: i64,
+        now: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO password_resets (user_id, token_hash, expires_at, used_at, created_at)
+             VALUES ($1, $2, $3, NULL, $4)
+             ON CONFLICT (user_id) DO UPDATE SET token_hash = $2, expires_at = $3, used_at = NULL,
+               created_at = $4",
+        )
+        .bind(user_id)
+        .bind(token_hash)
+        .bind(expires_at)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks a live reset token used and returns its user; `None` when it is unknown,
+    /// used or expired (also when a concurrent reset used it first).
+    pub async fn use_password_reset(
+        &mut self,
+        token_hash: &[u8],
+        now: i64,
+    ) -> StoreResult<Option<i64>> {
+        let row = sqlx::query(
+            "UPDATE password_resets SET used_at = $1
+             WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1
+             RETURNING user_id",
+        )
+        .bind(now)
+        .bind(token_hash)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.map(|row| row.try_get("user_id"))
+            .transpose()
+            .map_err(Into::into)
+    }
+}
