@@ -45,6 +45,9 @@ async fn main() -> anyhow::Result<()> {
                 external_token_audience: args.external_token_audience,
                 external_token_key_pem: key_pem,
                 allowed_origins: args.allowed_origins,
+                password_reveal_existing: args.password_reveal_existing,
+                password_reset_url: args.password_reset_url,
+                password_reset_lifetime_seconds: args.password_reset_lifetime,
             };
             let project = auth
                 .update_project_settings_by_id(&args.project_id, &change)

@@ -98,6 +98,15 @@ pub struct ProjectSettingsArgs {
     /// "https://app.acme.test http://localhost:3000", or "*" ("" to clear).
     #[arg(long)]
     pub allowed_origins: Option<String>,
+    /// Register answers ALREADY_EXISTS for a known email instead of mailing its owner.
+    #[arg(long)]
+    pub password_reveal_existing: Option<bool>,
+    /// Page password reset links point to ("" for the page this service hosts).
+    #[arg(long)]
+    pub password_reset_url: Option<String>,
+    /// Seconds a password reset link works, 300 to 86400.
+    #[arg(long)]
+    pub password_reset_lifetime: Option<i64>,
     /// File with the PEM private key external tokens are signed with.
     #[arg(long)]
     pub external_token_key_file: Option<PathBuf>,

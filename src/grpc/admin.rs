@@ -48,6 +48,9 @@ impl AdminService for AdminApi {
             external_token_audience: body.external_token_audience,
             external_token_key_pem: body.external_token_key_pem,
             allowed_origins: body.allowed_origins,
+            password_reveal_existing: body.password_reveal_existing,
+            password_reset_url: body.password_reset_url,
+            password_reset_lifetime_seconds: body.password_reset_lifetime_seconds,
         };
         let settings = self.auth.update_project_settings(&token, &change).await?;
         Ok(Response::new(project_message(settings)))
@@ -108,5 +111,8 @@ fn project_message(settings: ProjectSettings) -> Project {
         external_token_audience: settings.external_token_audience.unwrap_or_default(),
         external_token_key_set: settings.external_token_key_set,
         allowed_origins: settings.allowed_origins,
+        password_reveal_existing: settings.password_reveal_existing,
+        password_reset_url: settings.password_reset_url.unwrap_or_default(),
+        password_reset_lifetime_seconds: settings.password_reset_lifetime_seconds,
     }
 }

@@ -105,6 +105,9 @@ pub struct ProjectSettings {
     pub external_token_key_set: bool,
     /// Browser origins allowed to call the HTTP endpoints (CORS).
     pub allowed_origins: Vec<String>,
+    pub password_reveal_existing: bool,
+    pub password_reset_url: Option<String>,
+    pub password_reset_lifetime_seconds: i64,
 }
 
 impl From<&ProjectRecord> for ProjectSettings {
@@ -126,6 +129,9 @@ impl From<&ProjectRecord> for ProjectSettings {
             external_token_audience: p.external_audience.clone(),
             external_token_key_set: p.external_key_pem.is_some(),
             allowed_origins: origins_of(p),
+            password_reveal_existing: p.password_reveal_existing,
+            password_reset_url: p.password_reset_url.clone(),
+            password_reset_lifetime_seconds: p.password_reset_lifetime_seconds,
         }
     }
 }
@@ -149,6 +155,12 @@ pub struct SettingsChange {
     pub external_token_key_pem: Option<String>,
     /// Space- or comma-separated origins such as `https://app.acme.test`, or `*`.
     pub allowed_origins: Option<String>,
+    /// Register answers ALREADY_EXISTS for a known email instead of mailing its owner.
+    pub password_reveal_existing: Option<bool>,
+    /// Page password reset links point to (`?token=` is appended); "" for the hosted page.
+    pub password_reset_url: Option<String>,
+    /// How long a reset link works, 300 to 86400 seconds.
+    pub password_reset_lifetime_seconds: Option<i64>,
 }
 
 impl SettingsChange {
@@ -214,6 +226,22 @@ impl SettingsChange {
         }
         if let Some(origins) = text_setting(&self.allowed_origins, "allowed_origins")? {
             project.allowed_origins = origins.map(|o| parse_origins(&o)).transpose()?;
+        }
+        if let Some(reveal) = self.password_reveal_existing {
+            project.password_reveal_existing = reveal;
+        }
+        if let Some(url) = text_setting(&self.password_reset_url, "password_reset_url")? {
+            project.password_reset_url =
+                url.map(|u| http_url(u, "password_reset_url")).transpose()?;
+        }
+        if let Some(seconds) = self.password_reset_lifetime_seconds {
+            if !(300..=86_400).contains(&seconds) {
+                return Err(Error::invalid(
+                    "password_reset_lifetime_seconds",
+                    "must be 300 to 86400 seconds",
+                ));
+            }
+            project.password_reset_lifetime_seconds = seconds;
         }
         if let Some(pem) = &self.external_token_key_pem {
             if pem.len() > 16 * 1024 {
@@ -360,6 +388,9 @@ mod tests {
             external_audience: None,
             external_key_pem: None,
             allowed_origins: None,
+            password_reveal_existing: false,
+            password_reset_url: None,
+            password_reset_lifetime_seconds: 3600,
         }
     }
 

@@ -56,7 +56,9 @@ impl Tx {
             "UPDATE projects SET name = $2, anonymous_login = $3, recovery = $4, code_length = $5,
                code_lifetime_seconds = $6, code_attempts = $7, mail_sender = $8, link_base = $9,
                sms_webhook_url = $10, sms_webhook_secret = $11, external_issuer = $12,
-               external_audience = $13, external_key_pem = $14, allowed_origins = $15
+               external_audience = $13, external_key_pem = $14, allowed_origins = $15,
+               password_reveal_existing = $16, password_reset_url = $17,
+               password_reset_lifetime_seconds = $18
              WHERE id = $1",
         )
         .bind(&project.id)
@@ -74,6 +76,9 @@ impl Tx {
         .bind(project.external_audience.as_deref())
         .bind(project.external_key_pem.as_deref())
         .bind(project.allowed_origins.as_deref())
+        .bind(project.password_reveal_existing as i64)
+        .bind(project.password_reset_url.as_deref())
+        .bind(project.password_reset_lifetime_seconds)
         .execute(&mut *self.tx)
         .await?;
         Ok(())

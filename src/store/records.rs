@@ -7,7 +7,8 @@ use super::{StoreResult, flag};
 
 pub(super) const PROJECT_COLUMNS: &str = "id, name, app_token, anonymous_login, recovery, code_length, \
      code_lifetime_seconds, code_attempts, mail_sender, link_base, sms_webhook_url, sms_webhook_secret, \
-     external_issuer, external_audience, external_key_pem, allowed_origins";
+     external_issuer, external_audience, external_key_pem, allowed_origins, \
+     password_reveal_existing, password_reset_url, password_reset_lifetime_seconds";
 
 #[derive(Clone, Debug)]
 pub struct ProjectRecord {
@@ -32,6 +33,11 @@ pub struct ProjectRecord {
     /// Browser origins allowed to call this project's HTTP endpoints, space-separated;
     /// `*` allows any.
     pub allowed_origins: Option<String>,
+    /// Register answers ALREADY_EXISTS for a known email instead of mailing its owner.
+    pub password_reveal_existing: bool,
+    /// Page the password reset link points to; `None`: the page this service hosts.
+    pub password_reset_url: Option<String>,
+    pub password_reset_lifetime_seconds: i64,
 }
 
 impl ProjectRecord {
@@ -53,6 +59,9 @@ impl ProjectRecord {
             external_audience: row.try_get("external_audience")?,
             external_key_pem: row.try_get("external_key_pem")?,
             allowed_origins: row.try_get("allowed_origins")?,
+            password_reveal_existing: flag(row, "password_reveal_existing")?,
+            password_reset_url: row.try_get("password_reset_url")?,
+            password_reset_lifetime_seconds: row.try_get("password_reset_lifetime_seconds")?,
         })
     }
 }

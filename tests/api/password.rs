@@ -339,7 +339,13 @@ async fn registering_a_known_email_succeeds_silently_and_mails_its_owner(backend
 
 async fn a_project_can_make_register_reveal_a_known_email(backend: Backend) {
     let app = spawn_app(backend).await;
-    execute(&app, "UPDATE projects SET password_reveal_existing = 1").await;
+    let project = app
+        .update_settings(portcullis::grpc::pb::UpdateProjectSettingsRequest {
+            password_reveal_existing: Some(true),
+            ..Default::default()
+        })
+        .await;
+    assert!(project.password_reveal_existing);
     register(&app, "ken@example.com", PASSWORD).await.unwrap();
 
     let error = register(&app, "ken@example.com", PASSWORD)
@@ -541,23 +547,30 @@ async fn forgot_password_for_an_unknown_email_succeeds_and_sends_nothing(backend
 
 async fn imported_bcrypt_and_weaker_argon2_hashes_log_in_and_are_upgraded(backend: Backend) {
     let app = spawn_app(backend).await;
-    register(&app, "dennis@example.com", PASSWORD)
-        .await
-        .unwrap();
-    register(&app, "ken@example.com", PASSWORD).await.unwrap();
-    // As an import from another system would store them, with that system's short passwords.
+    // Imported from another system, with that system's hashes and short passwords.
     let bcrypt = bcrypt::hash("test", 4).unwrap().replacen("$2b$", "$2y$", 1);
     let argon2i = weak_argon2_hash("unix and c");
-    execute(
-        &app,
-        &format!("UPDATE users SET password_hash = '{bcrypt}' WHERE name = 'dennis@example.com'"),
-    )
-    .await;
-    execute(
-        &app,
-        &format!("UPDATE users SET password_hash = '{argon2i}' WHERE name = 'ken@example.com'"),
-    )
-    .await;
+    let row = |name: &str, hash: &str| portcullis::grpc::pb::ImportUser {
+        name: name.into(),
+        uid: String::new(),
+        password_hash: hash.into(),
+    };
+    let imported = app
+        .admin
+        .clone()
+        .import_users(bearer(
+            &app.project.admin_token,
+            portcullis::grpc::pb::ImportUsersRequest {
+                users: vec![
+                    row("dennis@example.com", &bcrypt),
+                    row("ken@example.com", &argon2i),
+                ],
+            },
+        ))
+        .await
+        .expect("import")
+        .into_inner();
+    assert!(imported.imported, "{:?}", imported.results);
 
     log_in(&app, "dennis@example.com", "test")
         .await
@@ -896,12 +909,6 @@ async fn pool(app: &TestApp) -> sqlx::AnyPool {
 }
 
 /// Runs a statement on the test's database (project settings have no API yet).
-pub async fn execute(app: &TestApp, sql: &str) {
-    let pool = pool(app).await;
-    sqlx::query(sql).execute(&pool).await.expect(sql);
-    pool.close().await;
-}
-
 async fn query_string(app: &TestApp, sql: &str) -> String {
     let pool = pool(app).await;
     let row = sqlx::query(sql).fetch_one(&pool).await.expect(sql);
