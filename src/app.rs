@@ -4,8 +4,8 @@
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderName, Request, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderName, Request, header};
+use axum::response::Response;
 use axum::serve::ListenerExt;
 use secrecy::ExposeSecret;
 use std::future::Future;
@@ -252,7 +252,7 @@ async fn not_found(request: Request<Body>) -> Response {
         tonic::Status::unimplemented(format!("no such method: {}", request.uri().path()))
             .into_http()
     } else {
-        (StatusCode::NOT_FOUND, "not found\n").into_response()
+        http::not_found(request.uri())
     }
 }
 

@@ -46,18 +46,10 @@ impl IntoResponse for ApiError {
 
 /// An error of the password API: `{ statusCode, message, error }`.
 #[derive(Debug)]
-#[expect(
-    dead_code,
-    reason = "used by the password API paths, which arrive with PasswordService"
-)]
 pub struct PasswordApiError(pub Error);
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-#[expect(
-    dead_code,
-    reason = "used by the password API paths, which arrive with PasswordService"
-)]
 pub struct PasswordErrorBody {
     /// The HTTP status code, repeated.
     pub status_code: u16,
@@ -76,16 +68,20 @@ impl<E: Into<Error>> From<E> for PasswordApiError {
 impl IntoResponse for PasswordApiError {
     fn into_response(self) -> Response {
         self.0.log();
-        let status = self.0.http_status();
-        let body = PasswordErrorBody {
-            status_code: status.as_u16(),
-            message: self.0.to_string(),
-            error: status.canonical_reason().unwrap_or("Error").to_owned(),
-        };
-        let mut response = (status, Json(body)).into_response();
+        let mut response = password_error_response(self.0.http_status(), self.0.to_string());
         add_retry_after(&self.0, &mut response);
         response
     }
+}
+
+/// `{ statusCode, message, error }` with the status's reason phrase as `error`.
+pub fn password_error_response(status: StatusCode, message: String) -> Response {
+    let body = PasswordErrorBody {
+        status_code: status.as_u16(),
+        message,
+        error: status.canonical_reason().unwrap_or("Error").to_owned(),
+    };
+    (status, Json(body)).into_response()
 }
 
 fn add_retry_after(error: &Error, response: &mut Response) {

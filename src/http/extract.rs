@@ -47,10 +47,6 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 }
 
 /// A JSON body of the password API.
-#[expect(
-    dead_code,
-    reason = "used by the password API paths, which arrive with PasswordService"
-)]
 pub struct PasswordJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for PasswordJson<T> {

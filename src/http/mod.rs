@@ -3,8 +3,8 @@
 //! operations; errors take the shapes in `errors`.
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderValue, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router, middleware};
 use std::sync::OnceLock;
@@ -16,6 +16,7 @@ mod errors;
 mod extract;
 mod link_page;
 pub mod page;
+mod password_api;
 pub mod reset_page;
 
 use crate::service::{Auth, LINK_PATH};
@@ -31,6 +32,8 @@ pub fn router(auth: Auth) -> Router {
         .route(LINK_PATH, get(link_page::show).post(link_page::confirm))
         .route(reset_page::PATH, reset_page::routes())
         .merge(api::routes())
+        .merge(password_api::routes())
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(auth.clone(), cors::layer))
         .with_state(auth)
@@ -52,6 +55,7 @@ async fn openapi() -> impl IntoResponse {
     static DOCUMENT: OnceLock<String> = OnceLock::new();
     let document = DOCUMENT.get_or_init(|| {
         let mut doc = api::PasswordlessApiDoc::openapi();
+        doc.merge(password_api::PasswordApiDoc::openapi());
         doc.info.title = "Portcullis HTTP API".into();
         doc.info.version = env!("CARGO_PKG_VERSION").into();
         doc.info.description = Some(
@@ -67,4 +71,29 @@ async fn openapi() -> impl IntoResponse {
         )],
         document.as_str(),
     )
+}
+
+/// Unknown paths in the shim's own style: JSON errors under `/api` and `/project`, plain
+/// text elsewhere. (The listener's fallback calls it for every request that is not gRPC.)
+pub fn not_found(uri: &Uri) -> Response {
+    shim_error(
+        uri.path(),
+        StatusCode::NOT_FOUND,
+        format!("no endpoint at {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    let message = format!("{method} is not served at {}", uri.path());
+    shim_error(uri.path(), StatusCode::METHOD_NOT_ALLOWED, message)
+}
+
+fn shim_error(path: &str, status: StatusCode, message: String) -> Response {
+    if path.starts_with("/project/") {
+        errors::password_error_response(status, message)
+    } else if path.starts_with("/api/") {
+        (status, Json(errors::ErrorBody { error: message })).into_response()
+    } else {
+        (status, format!("{message}\n")).into_response()
+    }
 }

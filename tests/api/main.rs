@@ -17,5 +17,6 @@ mod password_browser;
 mod recovery;
 mod server;
 mod shim;
+mod shim_password;
 mod smtp;
 mod texts;
