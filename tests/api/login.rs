@@ -241,7 +241,13 @@ async fn resending_a_code_kills_the_previous_one(backend: Backend) {
 async fn a_logout_on_one_replica_reaches_the_others_within_the_cache_lifetime(backend: Backend) {
     let cache = std::time::Duration::from_millis(300);
     let first = spawn_app_with(backend, |s| s.session_cache = cache).await;
-    let second = spawn_app_on(first.database.shared(), |s| s.session_cache = cache).await;
+    // Both replicas deliver from the one outbox table, so both write to one folder.
+    let outbox = first.outbox.clone();
+    let second = spawn_app_on(first.database.shared(), |s| {
+        s.session_cache = cache;
+        s.mail_outbox = outbox;
+    })
+    .await;
     let login = first.log_in("replicated@example.com").await;
     assert_eq!(
         second.authorize(login.token()).await.role,
