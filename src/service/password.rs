@@ -15,7 +15,7 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 use crate::service::Authorization;
-use crate::store::{AttemptCount, Channel, NewMessage, NewUser, PasswordProjectRecord, Tx};
+use crate::store::{AttemptCount, Channel, NewMessage, NewUser, ProjectRecord, Tx};
 
 /// The user behind an access token, as the published `auth/me` shows it.
 #[derive(Debug, Clone)]
@@ -156,7 +156,7 @@ impl Auth {
             tx.commit().await?;
             return Ok(());
         }
-        if project.reveal_existing {
+        if project.password_reveal_existing {
             return Err(Error::AlreadyExists(
                 "an account with this email already exists in this project: log in, or reset \
                  its password with ForgotPassword"
@@ -301,7 +301,7 @@ impl Auth {
         Ok(())
     }
 
-    async fn send_reset_link(&self, project: &PasswordProjectRecord, email: &Email) -> Result<()> {
+    async fn send_reset_link(&self, project: &ProjectRecord, email: &Email) -> Result<()> {
         let now = self.now();
         let mut tx = self.store().begin().await?;
         let Some(account) = tx
@@ -315,7 +315,7 @@ impl Auth {
             return Ok(());
         }
         let token = SecretToken::generate(TokenKind::Reset);
-        let expires_at = now + project.reset_lifetime_seconds;
+        let expires_at = now + project.password_reset_lifetime_seconds;
         tx.put_password_reset(account.user.id, token.hash().as_bytes(), expires_at, now)
             .await?;
         let link = self.reset_url(project, token.expose());
@@ -328,8 +328,8 @@ impl Auth {
 
     /// Where a reset link points: the project's own page if it set one, else the page
     /// this service hosts under its public URL.
-    fn reset_url(&self, project: &PasswordProjectRecord, token: &str) -> String {
-        let base = match &project.reset_url {
+    fn reset_url(&self, project: &ProjectRecord, token: &str) -> String {
+        let base = match &project.password_reset_url {
             Some(url) => url.clone(),
             None => format!(
                 "{}/project/{}/auth/password/reset",
@@ -354,7 +354,7 @@ impl Auth {
 
     async fn reset_link_state(
         &self,
-        project: &PasswordProjectRecord,
+        project: &ProjectRecord,
         token: &str,
     ) -> Result<ResetLinkState> {
         let token = token.trim();
@@ -415,7 +415,7 @@ impl Auth {
         Ok(project.name)
     }
 
-    async fn password_project(&self, project_id: &str) -> Result<PasswordProjectRecord> {
+    async fn password_project(&self, project_id: &str) -> Result<ProjectRecord> {
         let id = project_id.trim();
         if id.is_empty() {
             return Err(Error::invalid("project_id", "is required"));
@@ -424,7 +424,7 @@ impl Auth {
             return Err(Error::invalid("project_id", "is longer than 64 characters"));
         }
         self.store()
-            .password_project(id)
+            .project_by_id(id)
             .await?
             .ok_or_else(|| Error::NotFound("no project has this project_id".into()))
     }
@@ -609,11 +609,7 @@ fn minutes(seconds: i64) -> String {
     }
 }
 
-fn existing_account_message(
-    project: &PasswordProjectRecord,
-    email: &Email,
-    now: i64,
-) -> NewMessage {
+fn existing_account_message(project: &ProjectRecord, email: &Email, now: i64) -> NewMessage {
     NewMessage {
         project_id: Some(project.id.clone()),
         channel: Channel::Email,
@@ -634,13 +630,8 @@ fn existing_account_message(
     }
 }
 
-fn reset_message(
-    project: &PasswordProjectRecord,
-    email: &Email,
-    link: &str,
-    now: i64,
-) -> NewMessage {
-    let minutes = (project.reset_lifetime_seconds / 60).max(1);
+fn reset_message(project: &ProjectRecord, email: &Email, link: &str, now: i64) -> NewMessage {
+    let minutes = (project.password_reset_lifetime_seconds / 60).max(1);
     NewMessage {
         project_id: Some(project.id.clone()),
         channel: Channel::Email,

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use session_cache::SessionCache;
 
-pub use passwords::{AttemptCount, PasswordProjectRecord, PasswordResetRecord, PasswordUserRecord};
+pub use passwords::{AttemptCount, PasswordResetRecord, PasswordUserRecord};
 pub use records::*;
 
 #[derive(Debug, thiserror::Error)]

@@ -1,36 +1,10 @@
-//! Password accounts: password hashes on users, the projects' password settings,
-//! failed-check counters and reset tokens.
+//! Password accounts: password hashes on users, failed-check counters and reset tokens.
+//! (The projects' password settings are columns of `projects`, in `ProjectRecord`.)
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::*;
-
-/// A project as the password flows see it: identity plus its password settings.
-#[derive(Clone, Debug)]
-pub struct PasswordProjectRecord {
-    pub id: String,
-    pub name: String,
-    pub mail_sender: Option<String>,
-    /// Register answers ALREADY_EXISTS for a known email instead of mailing its owner.
-    pub reveal_existing: bool,
-    /// Where reset links point (`?token=` is appended); `None`: the hosted page.
-    pub reset_url: Option<String>,
-    pub reset_lifetime_seconds: i64,
-}
-
-impl PasswordProjectRecord {
-    fn from_row(row: &AnyRow) -> StoreResult<Self> {
-        Ok(PasswordProjectRecord {
-            id: row.try_get("id")?,
-            name: row.try_get("name")?,
-            mail_sender: row.try_get("mail_sender")?,
-            reveal_existing: flag(row, "password_reveal_existing")?,
-            reset_url: row.try_get("password_reset_url")?,
-            reset_lifetime_seconds: row.try_get("password_reset_lifetime_seconds")?,
-        })
-    }
-}
 
 /// A user with its password hash (PHC form; `None` for users who log in by code only).
 #[derive(Clone, Debug)]
@@ -68,22 +42,7 @@ pub struct PasswordResetRecord {
     pub used_at: Option<i64>,
 }
 
-const PASSWORD_PROJECT_COLUMNS: &str = "id, name, mail_sender, password_reveal_existing, \
-     password_reset_url, password_reset_lifetime_seconds";
-
 impl Store {
-    pub async fn password_project(&self, id: &str) -> StoreResult<Option<PasswordProjectRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {PASSWORD_PROJECT_COLUMNS} FROM projects WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref()
-            .map(PasswordProjectRecord::from_row)
-            .transpose()
-    }
-
     pub async fn password_user_by_name(
         &self,
         project_id: &str,
