@@ -71,14 +71,7 @@ impl Auth {
         let (user, registration) = match tx.user_by_name(&project.id, name.as_str()).await? {
             Some(user) => (user, false),
             None => {
-                let new_user = NewUser {
-                    uid: uuid::Uuid::new_v4().to_string(),
-                    project_id: project.id.clone(),
-                    name: Some(name.as_str().to_owned()),
-                    root: false,
-                    created_at: now,
-                    verified_at: None,
-                };
+                let new_user = NewUser::new(&project.id, Some(name.as_str()), now, None);
                 match tx.insert_user(&new_user).await? {
                     Some(user) => (user, true),
                     // A concurrent request registered the same name first.
@@ -106,14 +99,7 @@ impl Auth {
         let now = self.now();
         let mut tx = self.store().begin().await?;
         let user = tx
-            .insert_user(&NewUser {
-                uid: uuid::Uuid::new_v4().to_string(),
-                project_id: project.id.clone(),
-                name: None,
-                root: false,
-                created_at: now,
-                verified_at: None,
-            })
+            .insert_user(&NewUser::new(&project.id, None, now, None))
             .await?
             .ok_or_else(|| Error::Internal(anyhow::anyhow!("anonymous insert conflicted")))?;
         let session = self.open_session(&mut tx, &user, now).await?;
@@ -131,14 +117,7 @@ impl Auth {
                 false
             }
             None => {
-                let new_user = NewUser {
-                    uid: uuid::Uuid::new_v4().to_string(),
-                    project_id: project.id.clone(),
-                    name: Some(name.as_str().to_owned()),
-                    root: false,
-                    created_at: now,
-                    verified_at: Some(now),
-                };
+                let new_user = NewUser::new(&project.id, Some(name.as_str()), now, Some(now));
                 tx.insert_user(&new_user).await?.is_some()
             }
         };

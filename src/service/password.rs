@@ -126,14 +126,7 @@ impl Auth {
         {
             Some(existing) => existing,
             None => {
-                let user = NewUser {
-                    uid: uuid::Uuid::new_v4().to_string(),
-                    project_id: project.id.clone(),
-                    name: Some(email.as_str().to_owned()),
-                    root: false,
-                    created_at: now,
-                    verified_at: None,
-                };
+                let user = NewUser::new(&project.id, Some(email.as_str()), now, None);
                 if tx.insert_password_user(&user, &hash).await?.is_some() {
                     tx.commit().await?;
                     return Ok(());

@@ -51,12 +51,8 @@ impl Auth {
         .await?;
         if let Some(owner) = &owner {
             tx.insert_user(&NewUser {
-                uid: uuid::Uuid::new_v4().to_string(),
-                project_id: project_id.clone(),
-                name: Some(owner.as_str().to_owned()),
                 root: true,
-                created_at: now,
-                verified_at: Some(now),
+                ..NewUser::new(&project_id, Some(owner.as_str()), now, Some(now))
             })
             .await?;
         }

@@ -117,6 +117,25 @@ pub struct NewUser {
     pub verified_at: Option<i64>,
 }
 
+impl NewUser {
+    /// A plain (not root) user with a fresh uid; `verified_at` when the name is vouched for.
+    pub fn new(
+        project_id: &str,
+        name: Option<&str>,
+        created_at: i64,
+        verified_at: Option<i64>,
+    ) -> NewUser {
+        NewUser {
+            uid: uuid::Uuid::new_v4().to_string(),
+            project_id: project_id.to_owned(),
+            name: name.map(str::to_owned),
+            root: false,
+            created_at,
+            verified_at,
+        }
+    }
+}
+
 pub(super) const LOGIN_REQUEST_COLUMNS: &str = "id, project_id, user_id, name, code_hmac, \
      attempts_left, attempted, expires_at, confirmed_at, consumed_at";
 
