@@ -577,6 +577,23 @@ async fn bad_input_at_every_path_gets_a_clear_error_and_writes_nothing(backend: 
         assert!(body["error"].is_string(), "{body}");
     }
     assert_eq!(counts(&app).await, before, "refused requests wrote nothing");
+
+    // Free text that looks like SQL is stored and returned verbatim, never executed.
+    let sql = "'); DROP TABLE users;-- \u{1F600} <b>";
+    let (status, _) = call(
+        &app,
+        Method::PUT,
+        &format!("/api/encrypt?token={user_token}&text={}", enc(sql)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, user) = get(&app, &format!("/api/user?token={user_token}")).await;
+    assert_eq!(user["encryptionText"], sql);
+    assert_eq!(
+        app.database.count("users").await,
+        before.0,
+        "the users table is still there"
+    );
 }
 
 async fn counts(app: &TestApp) -> (i64, i64, i64, i64) {
