@@ -12,6 +12,7 @@ on_both_backends!(
     anonymous_admin_recovery_and_delete_requests_answer_as_documented,
     bad_input_at_every_path_gets_a_clear_error_and_writes_nothing,
     a_login_over_http_is_seen_over_grpc_until_logout_over_http,
+    polling_after_the_magic_link_returns_the_documented_session_fields,
     the_hasura_webhook_never_lets_its_answer_outlive_the_token,
 );
 
@@ -805,4 +806,54 @@ async fn the_openapi_document_describes_every_shim_path() {
     ] {
         assert!(session.get(field).is_some(), "SessionBody.{field}");
     }
+}
+
+async fn polling_after_the_magic_link_returns_the_documented_session_fields(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, started) = get(
+        &app,
+        &format!(
+            "/api/authenticate?name=poll%40example.com&token={}",
+            app.project.app_token
+        ),
+    )
+    .await;
+    let code_token = started["codeToken"].as_str().unwrap();
+    app.wait_for_code("poll@example.com", 1).await;
+    let link = link_in(&app.mails_to("poll@example.com")[0]).expect("a link");
+    let token = link.split("token=").nth(1).unwrap();
+    let pressed = app
+        .http
+        .post(format!("{}/login/link", app.address))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pressed.status(), StatusCode::OK);
+
+    let (status, polled) = get(&app, &format!("/api/verify/poll?token={code_token}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_keys(
+        &polled,
+        &[
+            "error",
+            "token",
+            "jsonWebToken",
+            "userId",
+            "uid",
+            "encrypted",
+        ],
+    );
+    assert_eq!(
+        get(
+            &app,
+            &format!("/api/authorize?token={}", polled["token"].as_str().unwrap())
+        )
+        .await
+        .1["role"],
+        "user"
+    );
+    let (status, again) = get(&app, &format!("/api/verify/poll?token={code_token}")).await;
+    assert_eq!(status, StatusCode::GONE, "handed out once");
+    assert!(again["error"].is_string());
 }
