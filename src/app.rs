@@ -178,6 +178,11 @@ impl Application {
             self.settings.health_interval,
             stopped(),
         ));
+        let revocations = {
+            let store = self.store.clone();
+            let stopped = stopped();
+            tokio::spawn(async move { store.follow_revocations(stopped).await })
+        };
         let worker = tokio::spawn(delivery::run_worker(
             self.store.clone(),
             self.deliverer.clone(),
@@ -235,7 +240,7 @@ impl Application {
         });
         let result = server.await;
         let _ = stop_tx.send(true);
-        let _ = tokio::join!(health_task, worker);
+        let _ = tokio::join!(health_task, worker, revocations);
         self.store.close().await;
         result.map_err(Into::into)
     }

@@ -12,10 +12,12 @@ mod passwords;
 mod projects;
 mod records;
 mod recovery;
+mod revocations;
 mod session_cache;
 mod sessions;
 mod users;
 
+use secrecy::SecretString;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Row, Transaction};
 use std::sync::Arc;
@@ -88,6 +90,8 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     sessions: Arc<SessionCache>,
+    /// For the revocation listener's own connection.
+    url: Arc<SecretString>,
 }
 
 impl Store {
@@ -143,6 +147,7 @@ impl Store {
             pool,
             backend,
             sessions: Arc::new(SessionCache::new(Duration::ZERO, 0)),
+            url: Arc::new(SecretString::from(url)),
         })
     }
 
@@ -183,6 +188,7 @@ impl Store {
             tx,
             sessions: self.sessions.clone(),
             revokes: false,
+            backend: self.backend,
         })
     }
 }
@@ -194,10 +200,18 @@ pub struct Tx {
     sessions: Arc<SessionCache>,
     /// Set by writes that end sessions or change what Authorize reports.
     revokes: bool,
+    backend: Backend,
 }
 
 impl Tx {
-    pub async fn commit(self) -> StoreResult<()> {
+    pub async fn commit(mut self) -> StoreResult<()> {
+        if self.revokes && self.backend == Backend::Postgres {
+            // Delivered to the other replicas when (and only if) this commits.
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(revocations::CHANNEL)
+                .execute(&mut *self.tx)
+                .await?;
+        }
         self.tx.commit().await?;
         if self.revokes {
             self.sessions.clear();

@@ -47,16 +47,23 @@ impl Store {
     }
 
     pub async fn delete_session(&self, id: &str) -> StoreResult<bool> {
-        let done = sqlx::query("DELETE FROM sessions WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        self.sessions.clear();
-        Ok(done.rows_affected() > 0)
+        let mut tx = self.begin().await?;
+        let deleted = tx.delete_session(id).await?;
+        tx.commit().await?;
+        Ok(deleted)
     }
 }
 
 impl Tx {
+    pub async fn delete_session(&mut self, id: &str) -> StoreResult<bool> {
+        self.revokes = true;
+        let done = sqlx::query("DELETE FROM sessions WHERE id = $1")
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     pub async fn insert_session(&mut self, session: &NewSession) -> StoreResult<()> {
         sqlx::query("INSERT INTO sessions (id, token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(&session.id)

@@ -270,3 +270,45 @@ async fn a_logout_on_one_replica_reaches_the_others_within_the_cache_lifetime(ba
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_logout_reaches_the_other_replicas_at_once() {
+    if postgres_admin_url().is_none() {
+        return;
+    }
+    // A cache lifetime far beyond the wait below: only the notification can explain it.
+    let cache = std::time::Duration::from_secs(300);
+    // Replicas share one public URL (the JWT issuer), as a deployment behind one name does.
+    let public_url = Some("https://auth.example.test".to_owned());
+    let first = spawn_app_with(Backend::Postgres, |s| {
+        s.session_cache = cache;
+        s.public_url = public_url.clone();
+    })
+    .await;
+    let outbox = first.outbox.clone();
+    let second = spawn_app_on(first.database.shared(), |s| {
+        s.session_cache = cache;
+        s.mail_outbox = outbox;
+        s.public_url = public_url.clone();
+    })
+    .await;
+    let login = first.log_in("notified@example.com").await;
+    for token in [login.token(), login.jwt()] {
+        assert_eq!(
+            second.authorize(token).await.role,
+            "user",
+            "cached on the other replica"
+        );
+    }
+
+    first.logout(login.token()).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while second.authorize(login.jwt()).await.role != "public" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other replica dropped the session from its cache"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(second.authorize(login.token()).await.role, "public");
+}
