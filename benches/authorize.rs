@@ -34,7 +34,8 @@ async fn main() -> anyhow::Result<()> {
     let address = format!("http://{}", app.address());
     let auth = app.auth().clone();
     let project = auth.create_project("Bench", None, true, false).await?;
-    let Authenticated::Anonymous(session) = auth.authenticate(&project.app_token, "").await? else {
+    let Authenticated::Anonymous(session) = auth.authenticate(&project.app_token, "", None).await?
+    else {
         anyhow::bail!("anonymous login did not return a session");
     };
     tokio::spawn(app.run_until(std::future::pending()));

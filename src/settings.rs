@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::delivery::SmsWebhook;
+use crate::domain::TrustedProxies;
 use crate::service::Policy;
 
 #[derive(Parser, Debug)]
@@ -171,6 +172,10 @@ pub struct SettingsArgs {
     /// within this time on other replicas [default: 5000]
     #[arg(long, env = "PORTCULLIS_SESSION_CACHE_MS", global = true)]
     pub session_cache_ms: Option<u64>,
+    /// Reverse proxies (addresses or CIDR blocks, comma-separated) whose X-Forwarded-For
+    /// names the client, for per-client limits. Without it the peer address counts.
+    #[arg(long, env = "PORTCULLIS_TRUSTED_PROXIES", global = true)]
+    pub trusted_proxies: Option<String>,
     /// How often the database is checked for the health service, in milliseconds [default: 2000]
     #[arg(long, env = "PORTCULLIS_HEALTH_INTERVAL_MS", global = true)]
     pub health_interval_ms: Option<u64>,
@@ -231,6 +236,13 @@ impl SettingsArgs {
                 .unwrap_or(defaults.session_ttl_seconds),
             jwt_ttl_seconds: positive("JWT TTL", self.jwt_ttl.or(file.jwt_ttl))?
                 .unwrap_or(defaults.jwt_ttl_seconds),
+            trusted_proxies: TrustedProxies::parse(
+                &self
+                    .trusted_proxies
+                    .or(file.trusted_proxies)
+                    .unwrap_or_default(),
+            )
+            .map_err(|e| anyhow::anyhow!("trusted proxies: {e}"))?,
             ..defaults
         };
         Ok(Settings {

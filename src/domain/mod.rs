@@ -1,6 +1,7 @@
 //! Domain types and rules: parsed names, passwords, secrets, codes and the clock. Plain
 //! Rust, no I/O (password hashing runs on blocking threads, still without I/O).
 
+mod client;
 mod clock;
 mod code;
 mod name;
@@ -8,6 +9,7 @@ mod password;
 mod password_hash;
 mod secret;
 
+pub use client::{TrustedProxies, address_block};
 pub use clock::Clock;
 pub use code::{CodeKey, LoginCode};
 pub use name::{Email, Name, NameError, Phone};

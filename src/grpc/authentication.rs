@@ -4,7 +4,7 @@ use tonic::{Request, Response, Status};
 
 use super::pb::authentication_service_server::AuthenticationService;
 use super::pb::*;
-use super::{bearer, session_message};
+use super::{bearer, client_address, session_message};
 use crate::domain::Name;
 use crate::error::Error;
 use crate::service::{Auth, Authenticated, Authorization};
@@ -28,7 +28,11 @@ impl AuthenticationService for AuthenticationApi {
         let token = bearer(&request)?;
         let answer = match self
             .auth
-            .authenticate(&token, &request.get_ref().name)
+            .authenticate(
+                &token,
+                &request.get_ref().name,
+                client_address(&self.auth, &request),
+            )
             .await?
         {
             Authenticated::CodeSent {
@@ -116,7 +120,8 @@ impl AuthenticationService for AuthenticationApi {
     ) -> Result<Response<ChangeNameResponse>, Status> {
         let token = bearer(&request)?;
         let name = Name::parse(&request.get_ref().name).map_err(|e| Error::invalid("name", e.0))?;
-        let code_token = self.auth.change_name(&token, &name).await?;
+        let client = client_address(&self.auth, &request);
+        let code_token = self.auth.change_name(&token, &name, client).await?;
         Ok(Response::new(ChangeNameResponse { code_token }))
     }
 

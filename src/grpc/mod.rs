@@ -8,6 +8,7 @@ mod password;
 mod recovery;
 mod verification;
 
+use std::net::{IpAddr, SocketAddr};
 use tonic::Request;
 use tonic::service::Routes;
 
@@ -58,6 +59,21 @@ pub fn routes(auth: Auth) -> Routes {
     .add_service(LogServiceServer::new(LogApi::new(auth.clone())))
     .add_service(AdminServiceServer::new(AdminApi::new(auth.clone())))
     .add_service(PasswordServiceServer::new(PasswordApi::new(auth)))
+}
+
+/// The client's address: the peer (axum's connect info when gRPC shares the HTTP listener,
+/// tonic's own when it serves alone), or whom a trusted proxy's `x-forwarded-for` names.
+fn client_address<T>(auth: &Auth, request: &Request<T>) -> Option<IpAddr> {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip())
+        .or_else(|| request.remote_addr().map(|addr| addr.ip()));
+    let forwarded = request
+        .metadata()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    auth.client_address(peer, forwarded)
 }
 
 /// The token in `authorization: Bearer <token>` metadata.

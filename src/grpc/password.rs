@@ -1,12 +1,11 @@
 //! `portcullis.v1.PasswordService`.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
 use tonic::{Request, Response, Status};
 
 use super::pb::password_service_server::PasswordService;
 use super::pb::*;
-use super::{bearer, session_message};
+use super::{bearer, client_address, session_message};
 use crate::service::Auth;
 
 pub struct PasswordApi {
@@ -17,16 +16,6 @@ impl PasswordApi {
     pub fn new(auth: Auth) -> Self {
         PasswordApi { auth }
     }
-}
-
-/// The peer's address: axum's connect info when gRPC shares the HTTP listener, tonic's
-/// own when it serves alone.
-fn client_address<T>(request: &Request<T>) -> Option<IpAddr> {
-    request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.ip())
-        .or_else(|| request.remote_addr().map(|addr| addr.ip()))
 }
 
 #[tonic::async_trait]
@@ -46,7 +35,7 @@ impl PasswordService for PasswordApi {
         &self,
         request: Request<LoginRequest>,
     ) -> Result<Response<LoginResponse>, Status> {
-        let client = client_address(&request);
+        let client = client_address(&self.auth, &request);
         let body = request.get_ref();
         let session = self
             .auth
@@ -74,7 +63,7 @@ impl PasswordService for PasswordApi {
         request: Request<ChangePasswordRequest>,
     ) -> Result<Response<ChangePasswordResponse>, Status> {
         let token = bearer(&request)?;
-        let client = client_address(&request);
+        let client = client_address(&self.auth, &request);
         let body = request.get_ref();
         let revoked = self
             .auth

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::errors::{ApiError, ErrorBody};
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiQuery, ClientAddress};
 use crate::domain::Name;
 use crate::error::Error;
 use crate::service::{Auth, Authenticated, Authorization, IssuedSession};
@@ -80,11 +80,12 @@ pub struct AuthenticateBody {
     responses((status = 200, body = AuthenticateBody), (status = "4XX", body = ErrorBody)))]
 async fn authenticate(
     State(auth): State<Auth>,
+    ClientAddress(client): ClientAddress,
     ApiQuery(params): ApiQuery<AuthenticateParams>,
 ) -> ApiResult<AuthenticateBody> {
     let name = params.name.unwrap_or_default();
     Ok(Json(
-        match auth.authenticate(&params.token, &name).await? {
+        match auth.authenticate(&params.token, &name, client).await? {
             Authenticated::CodeSent {
                 code_token,
                 registration,
@@ -374,10 +375,11 @@ pub struct ChangeBody {
     responses((status = 200, body = ChangeBody), (status = "4XX", body = ErrorBody)))]
 async fn change(
     State(auth): State<Auth>,
+    ClientAddress(client): ClientAddress,
     ApiQuery(params): ApiQuery<NameTokenParams>,
 ) -> ApiResult<ChangeBody> {
     let name = Name::parse(&params.name).map_err(|e| Error::invalid("name", e.0))?;
-    let code_token = auth.change_name(&params.token, &name).await?;
+    let code_token = auth.change_name(&params.token, &name, client).await?;
     Ok(Json(ChangeBody {
         error: false,
         code_token,

@@ -3,12 +3,14 @@
 //! API.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
+use std::net::{IpAddr, SocketAddr};
 
 use super::errors::{ApiError, PasswordApiError, bad_request, rejection};
 use crate::error::Error;
+use crate::service::Auth;
 
 /// Query parameters; unknown parameters are refused by the types' `deny_unknown_fields`.
 pub struct ApiQuery<T>(pub T);
@@ -67,5 +69,24 @@ fn json_error(error: JsonRejection) -> Error {
         }
         JsonRejection::JsonSyntaxError(_) => bad_request("has a body that is not valid JSON"),
         _ => rejection(error.status(), error.body_text()),
+    }
+}
+
+/// The client's address: the peer, or whom a trusted proxy's `X-Forwarded-For` names.
+pub struct ClientAddress(pub Option<IpAddr>);
+
+impl FromRequestParts<Auth> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, auth: &Auth) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip());
+        let forwarded = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        Ok(ClientAddress(auth.client_address(peer, forwarded)))
     }
 }

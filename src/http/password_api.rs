@@ -3,16 +3,15 @@
 //! `{ statusCode, message, error }`. The operations are the ones PasswordService calls.
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
 use utoipa::ToSchema;
 
 use super::errors::{PasswordApiError, PasswordErrorBody};
-use super::extract::PasswordJson;
+use super::extract::{ClientAddress, PasswordJson};
 use crate::error::Error;
 use crate::service::Auth;
 
@@ -73,11 +72,11 @@ pub struct AccessTokenBody {
 async fn login(
     State(auth): State<Auth>,
     Path(project_id): Path<String>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddress(client): ClientAddress,
     PasswordJson(body): PasswordJson<LoginBody>,
 ) -> Result<Response, PasswordApiError> {
     let session = auth
-        .password_login(&project_id, &body.username, &body.password, Some(peer.ip()))
+        .password_login(&project_id, &body.username, &body.password, client)
         .await?;
     Ok((
         StatusCode::CREATED,

@@ -3,13 +3,14 @@
 //! is taken only once the code sent to it is confirmed.
 
 use super::{Auth, parse_name, parse_token};
-use crate::domain::{LoginCode, Name, SecretToken, TokenHash, TokenKind};
+use crate::domain::{LoginCode, Name, SecretToken, TokenHash, TokenKind, address_block};
 use crate::error::{Error, Result};
 use crate::service::IssuedSession;
 use crate::store::{
     Channel, LoginRequestRecord, NewLoginRequest, NewMessage, NewUser, ProjectRecord, Tx,
     UserRecord,
 };
+use std::net::IpAddr;
 
 /// Where the magic link of a login mail points.
 pub const LINK_PATH: &str = "/login/link";
@@ -35,7 +36,12 @@ impl Auth {
     /// Register-or-login by name. The token decides the meaning (see [`Authenticated`]):
     /// APP_TOKEN logs in (or registers anonymously without a name), ADMIN_TOKEN imports
     /// the name, USER_TOKEN (or JWT) starts changing the user's name.
-    pub async fn authenticate(&self, token: &str, name: &str) -> Result<Authenticated> {
+    pub async fn authenticate(
+        &self,
+        token: &str,
+        name: &str,
+        client: Option<IpAddr>,
+    ) -> Result<Authenticated> {
         let token = parse_token(token, "token")?;
         match TokenKind::of(token) {
             Some(TokenKind::App) => {
@@ -45,7 +51,7 @@ impl Auth {
                         .await
                         .map(Authenticated::Anonymous)
                 } else {
-                    self.start_login(&project, &parse_name(name)?).await
+                    self.start_login(&project, &parse_name(name)?, client).await
                 }
             }
             Some(TokenKind::Admin) => {
@@ -55,7 +61,7 @@ impl Auth {
             }
             _ => {
                 let name = parse_name(name)?;
-                let code_token = self.change_name(token, &name).await?;
+                let code_token = self.change_name(token, &name, client).await?;
                 Ok(Authenticated::CodeSent {
                     code_token,
                     registration: false,
@@ -64,10 +70,16 @@ impl Auth {
         }
     }
 
-    async fn start_login(&self, project: &ProjectRecord, name: &Name) -> Result<Authenticated> {
+    async fn start_login(
+        &self,
+        project: &ProjectRecord,
+        name: &Name,
+        client: Option<IpAddr>,
+    ) -> Result<Authenticated> {
         let now = self.now();
         let mut tx = self.store().begin().await?;
         self.check_message_budget(&mut tx, name, now).await?;
+        let client_block = self.check_client_budget(&mut tx, client, now).await?;
         let (user, registration) = match tx.user_by_name(&project.id, name.as_str()).await? {
             Some(user) => (user, false),
             None => {
@@ -80,7 +92,7 @@ impl Auth {
             }
         };
         let code_token = self
-            .send_login_code(&mut tx, project, user.id, name, now)
+            .send_login_code(&mut tx, project, user.id, name, client_block, now)
             .await?;
         tx.commit().await?;
         self.inner.outbox.notify();
@@ -127,7 +139,12 @@ impl Auth {
 
     /// Starts changing the name of the user behind `user_token`: sends a code to the new
     /// name and returns its CODE_TOKEN. The name changes when that code is confirmed.
-    pub async fn change_name(&self, user_token: &str, name: &Name) -> Result<String> {
+    pub async fn change_name(
+        &self,
+        user_token: &str,
+        name: &Name,
+        client: Option<IpAddr>,
+    ) -> Result<String> {
         let session = self.require_session(user_token).await?;
         let user = session.user;
         if user.name.as_deref() == Some(name.as_str()) {
@@ -142,8 +159,9 @@ impl Auth {
             return Err(name_taken());
         }
         self.check_message_budget(&mut tx, name, now).await?;
+        let client_block = self.check_client_budget(&mut tx, client, now).await?;
         let code_token = self
-            .send_login_code(&mut tx, &project, user.id, name, now)
+            .send_login_code(&mut tx, &project, user.id, name, client_block, now)
             .await?;
         tx.commit().await?;
         self.inner.outbox.notify();
@@ -331,6 +349,7 @@ impl Auth {
         project: &ProjectRecord,
         user_id: i64,
         name: &Name,
+        client_block: Option<String>,
         now: i64,
     ) -> Result<String> {
         let code_token = SecretToken::generate(TokenKind::Code);
@@ -344,6 +363,7 @@ impl Auth {
             name: name.as_str().to_owned(),
             code_hmac: self.inner.code_key.seal(&token_hash, &code),
             link_token_hash: link.hash().0,
+            client_block,
             attempts_left: project.code_attempts,
             expires_at: now + project.code_lifetime_seconds,
             created_at: now,
@@ -371,6 +391,32 @@ impl Auth {
             });
         }
         Ok(())
+    }
+
+    /// Refuses more login requests from one client address block than the policy allows
+    /// per window, whatever names it asks for; returns the block to record.
+    async fn check_client_budget(
+        &self,
+        tx: &mut Tx,
+        client: Option<IpAddr>,
+        now: i64,
+    ) -> Result<Option<String>> {
+        let Some(client) = client else {
+            return Ok(None);
+        };
+        let block = address_block(client);
+        let policy = &self.inner.policy;
+        let since = now - policy.message_window_seconds;
+        if tx.count_login_requests_from(&block, since).await? >= policy.login_requests_per_address {
+            return Err(Error::TooManyRequests {
+                message: format!(
+                    "too many login requests from this address; try again in {} minutes",
+                    policy.message_window_seconds / 60
+                ),
+                retry_after_seconds: policy.message_window_seconds,
+            });
+        }
+        Ok(Some(block))
     }
 
     fn code_message(

@@ -11,10 +11,13 @@ mod recovery;
 mod sessions;
 mod users;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::delivery::OutboxSignal;
-use crate::domain::{Clock, CodeKey, MAX_TOKEN_LEN, Name, PasswordHasher, TokenHash, TokenKind};
+use crate::domain::{
+    Clock, CodeKey, MAX_TOKEN_LEN, Name, PasswordHasher, TokenHash, TokenKind, TrustedProxies,
+};
 use crate::error::{Error, Result};
 use crate::jwt::JwtKeys;
 use crate::store::{ProjectRecord, Store};
@@ -36,8 +39,12 @@ pub struct Policy {
     pub jwt_ttl_seconds: i64,
     /// At most this many mails or texts to one recipient per window...
     pub messages_per_recipient: i64,
-    /// ...of this many seconds.
+    /// ...of this many seconds; and at most this many login requests (codes) from one
+    /// client address block in the same window, over all names.
     pub message_window_seconds: i64,
+    pub login_requests_per_address: i64,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
     /// A password account is locked after this many failed checks...
     pub password_failures_per_account: i64,
     /// ...a client address after this many (over all accounts)...
@@ -55,6 +62,8 @@ impl Default for Policy {
             jwt_ttl_seconds: 3600,
             messages_per_recipient: 10,
             message_window_seconds: 15 * 60,
+            login_requests_per_address: 60,
+            trusted_proxies: TrustedProxies::default(),
             password_failures_per_account: 5,
             password_failures_per_address: 50,
             password_failure_window_seconds: 15 * 60,
@@ -112,6 +121,21 @@ impl Auth {
 
     fn now(&self) -> i64 {
         self.inner.clock.now()
+    }
+
+    /// The client behind a connection from `peer`, believing `X-Forwarded-For` only from
+    /// the trusted proxies.
+    pub fn client_address(
+        &self,
+        peer: Option<IpAddr>,
+        forwarded_for: Option<&str>,
+    ) -> Option<IpAddr> {
+        peer.map(|peer| {
+            self.inner
+                .policy
+                .trusted_proxies
+                .client(peer, forwarded_for)
+        })
     }
 
     async fn project_by_id(&self, project_id: &str) -> Result<ProjectRecord> {

@@ -83,23 +83,8 @@ impl AttemptKeys {
     fn new(project_id: &str, name: &str, client: Option<IpAddr>) -> AttemptKeys {
         AttemptKeys {
             account: format!("account:{project_id}:{name}"),
-            address: client.map(|ip| format!("address:{}", address_block(ip))),
+            address: client.map(|ip| format!("address:{}", crate::domain::address_block(ip))),
         }
-    }
-}
-
-/// The unit one client controls: an IPv4 address, or an IPv6 /64 (a single host usually
-/// has a whole /64 to rotate through).
-fn address_block(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
     }
 }
 
@@ -644,16 +629,6 @@ fn reset_message(project: &ProjectRecord, email: &Email, link: &str, now: i64) -
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ipv6_clients_are_counted_by_their_64_block_and_mapped_ipv4_as_ipv4() {
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
-        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
-        assert_eq!(address_block(a), address_block(b));
-        assert_eq!(address_block(a), "2001:db8:1:2::/64");
-        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
-        assert_eq!(address_block(mapped), "192.0.2.7");
-    }
 
     #[test]
     fn retry_times_are_rounded_up_to_minutes() {

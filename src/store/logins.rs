@@ -20,8 +20,8 @@ impl Tx {
         sqlx::query(
             "INSERT INTO login_requests
                (token_hash, project_id, user_id, name, code_hmac, link_token_hash, attempts_left,
-                expires_at, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                expires_at, created_at, client_block)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(request.token_hash.as_slice())
         .bind(&request.project_id)
@@ -32,9 +32,26 @@ impl Tx {
         .bind(request.attempts_left)
         .bind(request.expires_at)
         .bind(request.created_at)
+        .bind(request.client_block.as_deref())
         .execute(&mut *self.tx)
         .await?;
         Ok(())
+    }
+
+    /// How many login requests came from this client address block since `since`.
+    pub async fn count_login_requests_from(
+        &mut self,
+        client_block: &str,
+        since: i64,
+    ) -> StoreResult<i64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM login_requests WHERE client_block = $1 AND created_at >= $2",
+        )
+        .bind(client_block)
+        .bind(since)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(row.try_get("n")?)
     }
 
     pub async fn login_request(

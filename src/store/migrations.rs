@@ -32,6 +32,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0004_allowed_origins.sql"),
         include_str!("../../migrations/postgres/0004_allowed_origins.sql"),
     ),
+    (
+        5,
+        "login request clients",
+        include_str!("../../migrations/sqlite/0005_login_request_clients.sql"),
+        include_str!("../../migrations/postgres/0005_login_request_clients.sql"),
+    ),
 ];
 
 pub(super) fn migrator(backend: Backend) -> Migrator {

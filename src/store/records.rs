@@ -178,6 +178,8 @@ pub struct NewLoginRequest {
     pub name: String,
     pub code_hmac: Vec<u8>,
     pub link_token_hash: [u8; 32],
+    /// The client's address block (see `domain::address_block`), when known.
+    pub client_block: Option<String>,
     pub attempts_left: i64,
     pub expires_at: i64,
     pub created_at: i64,

@@ -14,6 +14,7 @@ on_both_backends!(
     malformed_codes_and_code_tokens_are_refused,
     resend_is_refused_for_the_wrong_name_or_a_used_request,
     asking_for_codes_again_and_again_is_limited,
+    one_client_asking_codes_for_many_names_is_limited,
     missing_or_malformed_credentials_are_unauthenticated,
 );
 
@@ -260,4 +261,44 @@ async fn missing_or_malformed_credentials_are_unauthenticated(backend: Backend) 
 
     let unknown = app.get_user("usr_unknown").await.unwrap_err();
     assert_eq!(unknown.code(), Code::Unauthenticated);
+}
+
+async fn one_client_asking_codes_for_many_names_is_limited(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.policy.login_requests_per_address = 3).await;
+    for i in 0..3 {
+        app.authenticate(&format!("name{i}@example.com"))
+            .await
+            .expect("within the budget");
+    }
+    let error = app
+        .authenticate("name3@example.com")
+        .await
+        .expect_err("over the budget");
+    assert_eq!(error.code(), Code::ResourceExhausted);
+    assert!(
+        error.message().contains("this address"),
+        "{}",
+        error.message()
+    );
+    assert_eq!(app.database.count("login_requests").await, 3);
+
+    // A header from an untrusted peer changes nothing: the peer address counts.
+    let spoofed = app
+        .http
+        .get(format!(
+            "{}/api/authenticate?name=name4%40example.com&token={}",
+            app.address, app.project.app_token
+        ))
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spoofed.status(), reqwest::StatusCode::TOO_MANY_REQUESTS);
+    assert!(spoofed.headers().get("retry-after").is_some());
+
+    // With time the budget comes back.
+    app.clock.advance(15 * 60 + 1);
+    app.authenticate("name5@example.com")
+        .await
+        .expect("a new window");
 }

@@ -857,3 +857,46 @@ async fn polling_after_the_magic_link_returns_the_documented_session_fields(back
     assert_eq!(status, StatusCode::GONE, "handed out once");
     assert!(again["error"].is_string());
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.policy.login_requests_per_address = 2;
+        s.policy.trusted_proxies = portcullis::domain::TrustedProxies::parse("127.0.0.1").unwrap();
+    })
+    .await;
+    let ask = |name: &'static str, client: &'static str| {
+        app.http
+            .get(format!(
+                "{}/api/authenticate?name={name}%40example.com&token={}",
+                app.address, app.project.app_token
+            ))
+            .header("x-forwarded-for", client)
+            .send()
+    };
+    assert_eq!(
+        ask("a", "203.0.113.1").await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        ask("b", "203.0.113.1").await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        ask("c", "203.0.113.1").await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        ask("d", "198.51.100.2").await.unwrap().status(),
+        StatusCode::OK,
+        "another client behind the proxy"
+    );
+    // A client cannot pick its identity by prepending to the header: the proxy appends.
+    assert_eq!(
+        ask("e", "198.51.100.99, 203.0.113.1")
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
