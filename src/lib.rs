@@ -1,19 +1,27 @@
-//! Portcullis: a self-hosted authentication service. gRPC first (tonic), with plain HTTP
-//! routes on the same listener.
+//! Portcullis: a self-hosted authentication service. gRPC first (tonic), with the JSON/HTTP
+//! shim of two published auth APIs on the same listener.
 //!
 //! # Layout
 //! - [`settings`]: command line, environment and TOML settings.
-//! - [`app`]: assembly of everything below into one listener; graceful shutdown; health.
-//! - [`grpc`], [`http`]: the transports (HTTP: JWKS, hosted reset-password page). Thin:
-//!   decode, call [`service`], encode.
-//! - [`service`]: the operations both transports call (login by code, password accounts,
-//!   sessions, projects). Every rule of authentication lives here or in [`domain`].
+//! - [`app`]: assembly of everything below into one listener; graceful shutdown; health;
+//!   request ids.
+//! - [`grpc`]: the `portcullis.v1` services (authentication, verification, recovery, logs,
+//!   passwords, admin). Thin: decode, call [`service`], encode.
+//! - [`http`]: the JSON shim (`/api/...` passwordless, `/project/{id}/auth/...` password),
+//!   the hosted pages (magic link, password reset), CORS, JWKS, `/openapi.json`. Equally
+//!   thin; its two error shapes live in `http::errors`.
+//! - [`service`]: the operations both transports call (login by code or link, names,
+//!   anonymous users, recovery, events and logs, password accounts, sessions, projects and
+//!   their settings). Every rule of authentication lives here or in [`domain`].
 //! - [`domain`]: parsed names (email, E.164 phone), password rules and hashing, secret
-//!   tokens and their hashes, login codes, the clock. Plain Rust, unit-tested without I/O.
-//! - [`jwt`]: Ed25519 JWT signing and verification, the JWKS.
-//! - [`store`]: the only module that speaks SQL (SQLite and PostgreSQL, one code path).
-//! - [`delivery`]: the outbox worker that sends mails (SMTP or `.eml` files) and texts.
-//! - [`error`]: the one error type and its mapping to gRPC status codes.
+//!   tokens and their hashes, login codes, client addresses, the clock. Plain Rust,
+//!   unit-tested without I/O.
+//! - [`jwt`]: Ed25519 session JWTs, the JWKS, projects' external tokens.
+//! - [`store`]: the only module that speaks SQL (SQLite and PostgreSQL, one code path),
+//!   with the hot-path session cache and cross-replica revocations.
+//! - [`delivery`]: the outbox worker that sends mails (SMTP or `.eml` files) and texts
+//!   (SMS webhook or files).
+//! - [`error`]: the one error type, its mapping to gRPC status codes and HTTP statuses.
 
 pub mod app;
 pub mod delivery;
