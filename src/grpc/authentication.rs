@@ -5,8 +5,6 @@ use tonic::{Request, Response, Status};
 use super::pb::authentication_service_server::AuthenticationService;
 use super::pb::*;
 use super::{bearer, client_address, session_message};
-use crate::domain::Name;
-use crate::error::Error;
 use crate::service::{Auth, Authenticated, Authorization};
 
 pub struct AuthenticationApi {
@@ -119,9 +117,11 @@ impl AuthenticationService for AuthenticationApi {
         request: Request<ChangeNameRequest>,
     ) -> Result<Response<ChangeNameResponse>, Status> {
         let token = bearer(&request)?;
-        let name = Name::parse(&request.get_ref().name).map_err(|e| Error::invalid("name", e.0))?;
         let client = client_address(&self.auth, &request);
-        let code_token = self.auth.change_name(&token, &name, client).await?;
+        let code_token = self
+            .auth
+            .change_name(&token, &request.get_ref().name, client)
+            .await?;
         Ok(Response::new(ChangeNameResponse { code_token }))
     }
 

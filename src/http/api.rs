@@ -13,9 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::errors::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiQuery, ClientAddress};
-use crate::domain::Name;
-use crate::error::Error;
-use crate::service::{Auth, Authenticated, Authorization, IssuedSession};
+use crate::service::{Auth, Authenticated, Authorization, IssuedSession, RecoveryOutcome};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
@@ -342,23 +340,17 @@ async fn recovery(
     State(auth): State<Auth>,
     ApiQuery(params): ApiQuery<TokenParams>,
 ) -> ApiResult<RecoveryBody> {
-    if params
-        .token
-        .trim()
-        .starts_with(crate::domain::TokenKind::Recovery.prefix())
-    {
-        let recovered = auth.recover(&params.token).await?;
-        return Ok(Json(RecoveryBody {
+    Ok(Json(match auth.recovery(&params.token).await? {
+        RecoveryOutcome::Recovered(recovered) => RecoveryBody {
             error: false,
             recovery_token: recovered.recovery_token,
             token: Some(recovered.session.token),
-        }));
-    }
-    let recovery_token = auth.issue_recovery_token(&params.token).await?;
-    Ok(Json(RecoveryBody {
-        error: false,
-        recovery_token,
-        token: None,
+        },
+        RecoveryOutcome::Issued(recovery_token) => RecoveryBody {
+            error: false,
+            recovery_token,
+            token: None,
+        },
     }))
 }
 
@@ -378,8 +370,9 @@ async fn change(
     ClientAddress(client): ClientAddress,
     ApiQuery(params): ApiQuery<NameTokenParams>,
 ) -> ApiResult<ChangeBody> {
-    let name = Name::parse(&params.name).map_err(|e| Error::invalid("name", e.0))?;
-    let code_token = auth.change_name(&params.token, &name, client).await?;
+    let code_token = auth
+        .change_name(&params.token, &params.name, client)
+        .await?;
     Ok(Json(ChangeBody {
         error: false,
         code_token,

@@ -60,8 +60,7 @@ impl Auth {
                 self.import_name(&project, &name).await
             }
             _ => {
-                let name = parse_name(name)?;
-                let code_token = self.change_name(token, &name, client).await?;
+                let code_token = self.change_name(token, name, client).await?;
                 Ok(Authenticated::CodeSent {
                     code_token,
                     registration: false,
@@ -142,9 +141,10 @@ impl Auth {
     pub async fn change_name(
         &self,
         user_token: &str,
-        name: &Name,
+        name: &str,
         client: Option<IpAddr>,
     ) -> Result<String> {
+        let name = &parse_name(name)?;
         let session = self.require_session(user_token).await?;
         let user = session.user;
         if user.name.as_deref() == Some(name.as_str()) {

@@ -57,6 +57,29 @@ impl Auth {
     }
 }
 
+/// What `recovery` did with the token it was given.
+#[derive(Debug)]
+pub enum RecoveryOutcome {
+    /// A USER_TOKEN asked for a recovery token.
+    Issued(String),
+    /// A RECOVERY_TOKEN logged in.
+    Recovered(Recovered),
+}
+
+impl Auth {
+    /// The published API's one recovery route: a USER_TOKEN gets a recovery token, a
+    /// RECOVERY_TOKEN logs in.
+    pub async fn recovery(&self, token: &str) -> Result<RecoveryOutcome> {
+        if TokenKind::of(token.trim()) == Some(TokenKind::Recovery) {
+            self.recover(token).await.map(RecoveryOutcome::Recovered)
+        } else {
+            self.issue_recovery_token(token)
+                .await
+                .map(RecoveryOutcome::Issued)
+        }
+    }
+}
+
 fn recovery_disabled() -> Error {
     Error::failed_precondition("recovery tokens are turned off for this project")
 }
