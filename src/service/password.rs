@@ -111,8 +111,11 @@ impl Auth {
         {
             Some(existing) => existing,
             None => {
-                let user = NewUser::new(&project.id, Some(email.as_str()), now, None);
-                if tx.insert_password_user(&user, &hash).await?.is_some() {
+                let user = NewUser {
+                    password_hash: Some(hash.clone()),
+                    ..NewUser::new(&project.id, Some(email.as_str()), now, None)
+                };
+                if tx.insert_user(&user).await?.is_some() {
                     tx.commit().await?;
                     return Ok(());
                 }

@@ -4,7 +4,7 @@
 use super::{Auth, parse_name, parse_token};
 use crate::domain::{TokenKind, looks_like_password_hash};
 use crate::error::{Error, Result};
-use crate::store::{ImportedUser, UserRecord};
+use crate::store::{NewUser, UserRecord};
 
 /// At most this many users per import call.
 pub const MAX_IMPORT_BATCH: usize = 1000;
@@ -121,22 +121,28 @@ impl Auth {
                 format!("has more than {MAX_IMPORT_BATCH} rows: split the import"),
             ));
         }
-        let parsed: Vec<std::result::Result<ImportedUser, String>> =
-            rows.iter().map(parse_import_row).collect();
         let now = self.now();
+        let parsed: Vec<std::result::Result<NewUser, String>> = rows
+            .iter()
+            .map(|row| parse_import_row(&project.id, row, now))
+            .collect();
         let mut tx = self.store().begin().await?;
         let mut report = Vec::with_capacity(rows.len());
         let mut all_ok = true;
         for row in parsed {
             let outcome = match row {
                 Err(error) => ImportedRow::Refused { error },
-                Ok(user) => match tx.import_user(&project.id, &user, now).await? {
+                Ok(user) => match tx.insert_user(&user).await? {
                     Some(record) => ImportedRow::Imported {
                         user_id: record.id,
                         uid: record.uid,
-                        name: user.name,
+                        name: record.name.unwrap_or_default(),
                     },
-                    None if tx.user_by_name(&project.id, &user.name).await?.is_some() => {
+                    None if tx
+                        .user_by_name(&project.id, user.name.as_deref().unwrap_or_default())
+                        .await?
+                        .is_some() =>
+                    {
                         ImportedRow::Refused {
                             error: "name already exists in the project (or twice in this batch)"
                                 .into(),
@@ -157,7 +163,12 @@ impl Auth {
     }
 }
 
-fn parse_import_row(row: &ImportRow) -> std::result::Result<ImportedUser, String> {
+/// An import row as a verified user to insert, or why it is refused.
+fn parse_import_row(
+    project_id: &str,
+    row: &ImportRow,
+    now: i64,
+) -> std::result::Result<NewUser, String> {
     let name = parse_name(&row.name).map_err(|e| e.to_string())?;
     let uid = match row.uid.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
         Some(uid) => uuid::Uuid::parse_str(uid)
@@ -180,9 +191,9 @@ fn parse_import_row(row: &ImportRow) -> std::result::Result<ImportedUser, String
         }
         None => None,
     };
-    Ok(ImportedUser {
+    Ok(NewUser {
         uid,
-        name: name.as_str().to_owned(),
         password_hash,
+        ..NewUser::new(project_id, Some(name.as_str()), now, Some(now))
     })
 }

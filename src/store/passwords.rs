@@ -109,30 +109,6 @@ impl Tx {
         row.as_ref().map(PasswordUserRecord::from_row).transpose()
     }
 
-    /// Inserts a user with a password; `None` when the name is already taken in the
-    /// project (also when a concurrent registration won the race).
-    pub async fn insert_password_user(
-        &mut self,
-        user: &NewUser,
-        password_hash: &str,
-    ) -> StoreResult<Option<UserRecord>> {
-        let row = sqlx::query(&format!(
-            "INSERT INTO users (uid, project_id, name, root, created_at, verified_at, password_hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (project_id, name) DO NOTHING
-             RETURNING {USER_COLUMNS}"
-        ))
-        .bind(&user.uid)
-        .bind(&user.project_id)
-        .bind(user.name.as_deref())
-        .bind(user.root as i64)
-        .bind(user.created_at)
-        .bind(user.verified_at)
-        .bind(password_hash)
-        .fetch_optional(&mut *self.tx)
-        .await?;
-        row.as_ref().map(UserRecord::from_row).transpose()
-    }
-
     /// Sets the password of a user that has none yet; false when it has one (meanwhile).
     pub async fn set_first_password(
         &mut self,

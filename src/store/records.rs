@@ -113,6 +113,8 @@ pub struct NewUser {
     pub project_id: String,
     pub name: Option<String>,
     pub root: bool,
+    /// PHC-form hash (argon2id, or an imported bcrypt/argon2 one); `None` for code users.
+    pub password_hash: Option<String>,
     pub created_at: i64,
     pub verified_at: Option<i64>,
 }
@@ -130,6 +132,7 @@ impl NewUser {
             project_id: project_id.to_owned(),
             name: name.map(str::to_owned),
             root: false,
+            password_hash: None,
             created_at,
             verified_at,
         }
@@ -294,13 +297,6 @@ impl OutboxMessage {
             next_attempt_at: row.try_get("next_attempt_at")?,
         })
     }
-}
-
-/// One row of a user import.
-pub struct ImportedUser {
-    pub uid: String,
-    pub name: String,
-    pub password_hash: Option<String>,
 }
 
 pub(super) const EVENT_COLUMNS: &str = "id, project_id, owner_id, name, created_at";

@@ -35,18 +35,20 @@ impl Tx {
         row.as_ref().map(UserRecord::from_row).transpose()
     }
 
-    /// Inserts a user; `None` when the name is already taken in the project (also when a
-    /// concurrent registration won the race, without aborting this transaction).
+    /// Inserts a user; `None` when its name (or uid) is already taken in the project, also
+    /// when a concurrent registration won the race. Never aborts the transaction, so a
+    /// whole import batch can be checked and reported.
     pub async fn insert_user(&mut self, user: &NewUser) -> StoreResult<Option<UserRecord>> {
         let row = sqlx::query(&format!(
-            "INSERT INTO users (uid, project_id, name, root, created_at, verified_at)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (project_id, name) DO NOTHING
+            "INSERT INTO users (uid, project_id, name, root, password_hash, created_at, verified_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING
              RETURNING {USER_COLUMNS}"
         ))
         .bind(&user.uid)
         .bind(&user.project_id)
         .bind(user.name.as_deref())
         .bind(user.root as i64)
+        .bind(user.password_hash.as_deref())
         .bind(user.created_at)
         .bind(user.verified_at)
         .fetch_optional(&mut *self.tx)
@@ -115,28 +117,5 @@ impl Tx {
             .execute(&mut *self.tx)
             .await?;
         Ok(())
-    }
-
-    /// Inserts an imported, verified user; `None` when its name or uid is taken. Does not
-    /// abort the transaction on conflict, so a whole batch can be checked and reported.
-    pub async fn import_user(
-        &mut self,
-        project_id: &str,
-        user: &ImportedUser,
-        now: i64,
-    ) -> StoreResult<Option<UserRecord>> {
-        let row = sqlx::query(&format!(
-            "INSERT INTO users (uid, project_id, name, password_hash, root, created_at, verified_at)
-             VALUES ($1, $2, $3, $4, 0, $5, $5) ON CONFLICT DO NOTHING
-             RETURNING {USER_COLUMNS}"
-        ))
-        .bind(&user.uid)
-        .bind(project_id)
-        .bind(&user.name)
-        .bind(user.password_hash.as_deref())
-        .bind(now)
-        .fetch_optional(&mut *self.tx)
-        .await?;
-        row.as_ref().map(UserRecord::from_row).transpose()
     }
 }
