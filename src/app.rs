@@ -178,6 +178,23 @@ impl Application {
             self.settings.health_interval,
             stopped(),
         ));
+        let key_refresh = {
+            let keys = self.auth.keys().clone();
+            let interval = self.settings.key_refresh;
+            let stopped = stopped();
+            tokio::spawn(async move {
+                tokio::pin!(stopped);
+                loop {
+                    tokio::select! {
+                        _ = &mut stopped => return,
+                        _ = tokio::time::sleep(interval) => {}
+                    }
+                    if let Err(error) = keys.reload().await {
+                        tracing::debug!(%error, "could not re-read signing keys");
+                    }
+                }
+            })
+        };
         let revocations = {
             let store = self.store.clone();
             let stopped = stopped();
@@ -240,7 +257,7 @@ impl Application {
         });
         let result = server.await;
         let _ = stop_tx.send(true);
-        let _ = tokio::join!(health_task, worker, revocations);
+        let _ = tokio::join!(health_task, worker, revocations, key_refresh);
         self.store.close().await;
         result.map_err(Into::into)
     }

@@ -37,12 +37,34 @@ struct Key {
     encoding: EncodingKey,
     decoding: DecodingKey,
     public_key: Vec<u8>,
+    created_at: i64,
 }
 
 struct KeySet {
-    /// The key new tokens are signed with.
-    active_kid: String,
     keys: HashMap<String, Key>,
+}
+
+/// A new key is published (JWKS, cacheable for five minutes) this long before it signs
+/// anything, so verifiers that cache the JWKS know it by then: rotation without downtime.
+pub const KEY_PUBLISH_SECONDS: i64 = 600;
+
+impl KeySet {
+    /// The key new tokens are signed with at `now`: the newest key published for long
+    /// enough, or, while none is (a first start), the oldest.
+    fn active_kid(&self, now: i64) -> &str {
+        let mut by_age: Vec<(&String, i64)> = self
+            .keys
+            .iter()
+            .map(|(kid, key)| (kid, key.created_at))
+            .collect();
+        by_age.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        by_age
+            .iter()
+            .find(|(_, created)| *created <= now - KEY_PUBLISH_SECONDS)
+            .or_else(|| by_age.last())
+            .map(|(kid, _)| kid.as_str())
+            .expect("a key set is never empty")
+    }
 }
 
 #[derive(Clone)]
@@ -92,11 +114,70 @@ impl JwtKeys {
             }
             *last = Some(Instant::now());
         }
+        self.reload().await
+    }
+
+    /// Re-reads the keys: new ones (rotation) are published, retired ones stop verifying.
+    pub async fn reload(&self) -> StoreResult<()> {
         let records = self.store.signing_keys().await?;
-        if !records.is_empty() {
-            *self.keys.write().expect("key lock poisoned") = key_set(&records);
+        if records.is_empty() {
+            return Ok(());
+        }
+        let fresh = key_set(&records);
+        let retired = {
+            let mut keys = self.keys.write().expect("key lock poisoned");
+            let retired = keys.keys.keys().any(|kid| !fresh.keys.contains_key(kid));
+            *keys = fresh;
+            retired
+        };
+        if retired {
+            // Tokens of a retired key may sit in the Authorize cache.
+            self.store.forget_cached_sessions();
         }
         Ok(())
+    }
+
+    /// Generates a new signing key; it is published at once and signs from
+    /// `KEY_PUBLISH_SECONDS` on. Returns its kid.
+    pub async fn rotate(&self, now: i64) -> StoreResult<String> {
+        let key = generate_key(now);
+        self.store.insert_signing_key(&key).await?;
+        self.reload().await?;
+        Ok(key.kid)
+    }
+
+    /// Stops a key from verifying; false when no live key has this kid. Refused for the
+    /// last live key, which would leave nothing to sign with. Retiring the key that signs
+    /// now hands signing to another key at once.
+    pub async fn retire(&self, kid: &str, now: i64) -> Result<bool, String> {
+        {
+            let keys = self.keys.read().expect("key lock poisoned");
+            if keys.keys.len() == 1 && keys.keys.contains_key(kid) {
+                return Err("this is the only signing key: rotate first, and retire it once the new key signs".into());
+            }
+        }
+        let retired = self
+            .store
+            .retire_signing_key(kid, now)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.reload().await.map_err(|e| e.to_string())?;
+        Ok(retired)
+    }
+
+    /// The live keys: kid, creation time, and whether each signs at `now`.
+    pub fn describe(&self, now: i64) -> serde_json::Value {
+        let keys = self.keys.read().expect("key lock poisoned");
+        let active = keys.active_kid(now);
+        let mut list: Vec<(&String, &Key)> = keys.keys.iter().collect();
+        list.sort_by_key(|(_, key)| key.created_at);
+        serde_json::Value::Array(
+            list.into_iter()
+                .map(|(kid, key)| {
+                    serde_json::json!({ "kid": kid, "created_at": key.created_at, "signing": kid == active })
+                })
+                .collect(),
+        )
     }
 
     pub fn issuer(&self) -> &str {
@@ -105,9 +186,10 @@ impl JwtKeys {
 
     pub fn sign(&self, claims: &Claims) -> Result<String, JwtError> {
         let keys = self.keys.read().expect("key lock poisoned");
-        let key = &keys.keys[&keys.active_kid];
+        let kid = keys.active_kid(claims.iat);
+        let key = &keys.keys[kid];
         let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(keys.active_kid.clone());
+        header.kid = Some(kid.to_owned());
         Ok(jsonwebtoken::encode(&header, claims, &key.encoding)?)
     }
 
@@ -239,7 +321,6 @@ fn generate_key(now: i64) -> SigningKeyRecord {
 }
 
 fn key_set(records: &[SigningKeyRecord]) -> KeySet {
-    // Records come newest first; the newest signs.
     let keys = records
         .iter()
         .map(|record| {
@@ -249,14 +330,12 @@ fn key_set(records: &[SigningKeyRecord]) -> KeySet {
                 encoding: EncodingKey::from_ed_der(&der),
                 decoding: DecodingKey::from_ed_der(&record.public_key),
                 public_key: record.public_key.clone(),
+                created_at: record.created_at,
             };
             (record.kid.clone(), key)
         })
         .collect();
-    KeySet {
-        active_kid: records[0].kid.clone(),
-        keys,
-    }
+    KeySet { keys }
 }
 
 #[cfg(test)]
@@ -297,6 +376,27 @@ mod tests {
                 &validation
             )
             .is_err()
+        );
+    }
+
+    #[test]
+    fn a_new_key_signs_only_once_it_has_been_published_long_enough() {
+        let old = generate_key(0);
+        let new = generate_key(10_000);
+        let set = keys_for(&[new.clone(), old.clone()]);
+        assert_eq!(
+            set.active_kid(10_000),
+            old.kid,
+            "just published: the old key still signs"
+        );
+        assert_eq!(set.active_kid(10_000 + KEY_PUBLISH_SECONDS - 1), old.kid);
+        assert_eq!(set.active_kid(10_000 + KEY_PUBLISH_SECONDS), new.kid);
+
+        let first = keys_for(std::slice::from_ref(&new));
+        assert_eq!(
+            first.active_kid(10_000),
+            new.kid,
+            "a lone key signs at once"
         );
     }
 }

@@ -5,7 +5,7 @@ use portcullis::app::{Application, build_auth, open_store};
 use portcullis::delivery::OutboxSignal;
 use portcullis::domain::Clock;
 use portcullis::service::SettingsChange;
-use portcullis::settings::{Cli, Command, ProjectCommand};
+use portcullis::settings::{Cli, Command, KeysCommand, ProjectCommand};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -19,6 +19,26 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => {
             open_store(&settings.database_url).await?;
             tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Keys(command) => {
+            let auth = offline_auth(&settings).await?;
+            let now = Clock::default().now();
+            match command {
+                KeysCommand::List => println!("{}", auth.keys().describe(now)),
+                KeysCommand::Rotate => {
+                    let kid = auth.keys().rotate(now).await?;
+                    println!(
+                        "{}",
+                        serde_json::json!({ "kid": kid, "signs_from": now + portcullis::jwt::KEY_PUBLISH_SECONDS })
+                    );
+                }
+                KeysCommand::Retire { kid } => match auth.keys().retire(&kid, now).await {
+                    Ok(true) => println!("{}", serde_json::json!({ "retired": kid })),
+                    Ok(false) => anyhow::bail!("no live signing key has the kid {kid:?}"),
+                    Err(reason) => anyhow::bail!("{reason}"),
+                },
+            }
             Ok(())
         }
         Command::Project(ProjectCommand::Settings(args)) => {

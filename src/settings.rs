@@ -33,6 +33,24 @@ pub enum Command {
     /// Manage projects.
     #[command(subcommand)]
     Project(ProjectCommand),
+    /// Manage the keys JWTs are signed with.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// List the live signing keys as JSON: kid, created_at, and whether it signs now.
+    List,
+    /// Add a signing key. It is published at once and signs new tokens ten minutes later
+    /// (once verifiers' cached JWKS know it); the old keys keep verifying.
+    Rotate,
+    /// Stop a key from verifying; tokens it signed stop working. Retire a key once it has
+    /// stopped signing for longer than the JWT lifetime.
+    Retire {
+        #[arg(long)]
+        kid: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -176,6 +194,10 @@ pub struct SettingsArgs {
     /// names the client, for per-client limits. Without it the peer address counts.
     #[arg(long, env = "PORTCULLIS_TRUSTED_PROXIES", global = true)]
     pub trusted_proxies: Option<String>,
+    /// How often signing keys are re-read (to publish rotated keys and drop retired ones),
+    /// in milliseconds [default: 60000]
+    #[arg(long, env = "PORTCULLIS_KEY_REFRESH_MS", global = true)]
+    pub key_refresh_ms: Option<u64>,
     /// How often the database is checked for the health service, in milliseconds [default: 2000]
     #[arg(long, env = "PORTCULLIS_HEALTH_INTERVAL_MS", global = true)]
     pub health_interval_ms: Option<u64>,
@@ -198,6 +220,7 @@ pub struct Settings {
     pub owner: Option<String>,
     pub health_interval: Duration,
     pub session_cache: Duration,
+    pub key_refresh: Duration,
     pub log_json: bool,
     pub policy: Policy,
 }
@@ -282,6 +305,12 @@ impl SettingsArgs {
                 self.session_cache_ms
                     .or(file.session_cache_ms)
                     .unwrap_or(5000),
+            ),
+            key_refresh: Duration::from_millis(
+                self.key_refresh_ms
+                    .or(file.key_refresh_ms)
+                    .unwrap_or(60_000)
+                    .max(50),
             ),
             log_json: log_format == "json",
             policy,

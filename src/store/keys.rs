@@ -46,4 +46,21 @@ impl Store {
         .await?;
         Ok(())
     }
+
+    /// Stops a key from verifying anything; false when no live key has this kid.
+    pub async fn retire_signing_key(&self, kid: &str, now: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE signing_keys SET retired_at = $1 WHERE kid = $2 AND retired_at IS NULL",
+        )
+        .bind(now)
+        .bind(kid)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Empties the hot-path session cache, e.g. when a signing key was retired.
+    pub fn forget_cached_sessions(&self) {
+        self.sessions.clear();
+    }
 }

@@ -234,3 +234,94 @@ async fn project_settings_changes_only_what_is_given_and_refuses_bad_values() {
         .expect("anonymous login was turned on");
     assert!(anonymous.session.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_without_downtime_and_retired_keys_stop_verifying() {
+    let database = TestDatabase::new(Backend::Sqlite).await;
+    let url = database.url.clone();
+    let app = spawn_app_on(database, |s| {
+        s.key_refresh = std::time::Duration::from_millis(50)
+    })
+    .await;
+    let keys = |args: &[&str]| {
+        let output = portcullis()
+            .arg("keys")
+            .args(args)
+            .args(["--database-url", &url])
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let kid_of = |jwt: &str| jsonwebtoken::decode_header(jwt).unwrap().kid.unwrap();
+    let published = || async {
+        let jwks: serde_json::Value = app
+            .http
+            .get(format!("{}/.well-known/jwks.json", app.address))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let before = app.log_in("rotating@example.com").await;
+    let old_kid = kid_of(before.jwt());
+
+    // Key ages are kept in seconds: rotate in a later second than the first key's.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (ok, out, err) = keys(&["rotate"]);
+    assert!(ok, "{err}");
+    let new_kid = serde_json::from_str::<serde_json::Value>(&out).unwrap()["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !published().await.contains(&new_kid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the running server publishes the new key"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let during = app.log_in("rotating@example.com").await;
+    assert_eq!(
+        kid_of(during.jwt()),
+        old_kid,
+        "the old key signs until the new one was published long enough"
+    );
+
+    app.clock.advance(portcullis::jwt::KEY_PUBLISH_SECONDS);
+    let after = app.log_in("rotating@example.com").await;
+    assert_eq!(kid_of(after.jwt()), new_kid);
+    assert_eq!(
+        app.authorize(before.jwt()).await.role,
+        "user",
+        "tokens of the old key keep working"
+    );
+
+    let (ok, _, err) = keys(&["retire", "--kid", &old_kid]);
+    assert!(ok, "{err}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while app.authorize(before.jwt()).await.role != "public" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a retired key stops verifying"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(!published().await.contains(&old_kid));
+    assert_eq!(app.authorize(after.jwt()).await.role, "user");
+
+    let (ok, _, err) = keys(&["retire", "--kid", "no-such-kid"]);
+    assert!(!ok && err.contains("no live signing key"), "{err}");
+}
