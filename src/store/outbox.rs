@@ -13,6 +13,17 @@ impl Store {
         lease_seconds: i64,
         limit: i64,
     ) -> StoreResult<Vec<OutboxMessage>> {
+        // Most polls find nothing: look first without a transaction, which on SQLite would
+        // take the write lock every second.
+        let due = sqlx::query(
+            "SELECT id FROM outbox WHERE sent_at IS NULL AND next_attempt_at <= $1 LIMIT 1",
+        )
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.begin().await?;
         let rows = sqlx::query(&format!(
             "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE sent_at IS NULL AND next_attempt_at <= $1
