@@ -79,6 +79,10 @@ pub struct JwtKeys {
 pub enum JwtError {
     #[error("not a valid token")]
     Invalid,
+    /// Signed with a kid this process does not know (yet: another replica may have
+    /// rotated keys).
+    #[error("unknown signing key")]
+    UnknownKey,
     #[error("signing failed: {0}")]
     Signing(#[from] jsonwebtoken::errors::Error),
 }
@@ -199,7 +203,7 @@ impl JwtKeys {
         let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Invalid)?;
         let kid = header.kid.ok_or(JwtError::Invalid)?;
         let keys = self.keys.read().expect("key lock poisoned");
-        let key = keys.keys.get(&kid).ok_or(JwtError::Invalid)?;
+        let key = keys.keys.get(&kid).ok_or(JwtError::UnknownKey)?;
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.validate_exp = false;
         validation.validate_aud = false;
@@ -208,19 +212,6 @@ impl JwtKeys {
         jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
             .map(|data| data.claims)
             .map_err(|_| JwtError::Invalid)
-    }
-
-    /// Whether the token's header names a key this process does not know.
-    pub fn has_unknown_kid(&self, token: &str) -> bool {
-        match jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid) {
-            Some(kid) => !self
-                .keys
-                .read()
-                .expect("key lock poisoned")
-                .keys
-                .contains_key(&kid),
-            None => false,
-        }
     }
 
     /// The public keys as a JSON Web Key Set.
@@ -290,10 +281,6 @@ impl ExternalKey {
             }
         }
         Err("is not a PEM private key of a supported kind (Ed25519, P-256 or RSA)".into())
-    }
-
-    pub fn algorithm(&self) -> Algorithm {
-        self.algorithm
     }
 
     pub fn sign(&self, claims: &ExternalClaims) -> Result<String, JwtError> {

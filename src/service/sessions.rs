@@ -3,7 +3,7 @@
 use super::{Auth, parse_token};
 use crate::domain::{MAX_TOKEN_LEN, SecretToken, TokenHash, TokenKind};
 use crate::error::{Error, Result};
-use crate::jwt::Claims;
+use crate::jwt::{Claims, JwtError};
 use crate::store::{NewSession, SessionUser, Tx, UserRecord};
 
 /// A new session as handed to the client.
@@ -181,11 +181,15 @@ impl Auth {
 
     /// The live session of a valid JWT, with `expires_at` cut to the JWT's own expiry.
     async fn jwt_session(&self, token: &str, now: i64) -> Result<Option<SessionUser>> {
-        if self.keys().has_unknown_kid(token) {
-            // Another replica may have added a key; the reload is rate-limited inside.
-            self.keys().reload_if_stale().await?;
-        }
-        let Ok(claims) = self.keys().verify(token) else {
+        let verified = match self.keys().verify(token) {
+            Err(JwtError::UnknownKey) => {
+                // Another replica may have added a key; the reload is rate-limited inside.
+                self.keys().reload_if_stale().await?;
+                self.keys().verify(token)
+            }
+            other => other,
+        };
+        let Ok(claims) = verified else {
             return Ok(None);
         };
         if claims.exp <= now {

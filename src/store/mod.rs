@@ -157,10 +157,6 @@ impl Store {
         self
     }
 
-    pub fn backend(&self) -> Backend {
-        self.backend
-    }
-
     /// Applies pending migrations for this backend.
     pub async fn migrate(&self) -> StoreResult<()> {
         migrations::migrator(self.backend).run(&self.pool).await?;

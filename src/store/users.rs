@@ -73,14 +73,6 @@ impl Tx {
         row.as_ref().map(UserRecord::from_row).transpose()
     }
 
-    pub async fn user_by_uid(&mut self, uid: &str) -> StoreResult<Option<UserRecord>> {
-        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE uid = $1"))
-            .bind(uid)
-            .fetch_optional(&mut *self.tx)
-            .await?;
-        row.as_ref().map(UserRecord::from_row).transpose()
-    }
-
     /// Renames a user; `Conflict` when the name is taken in the project.
     pub async fn rename_user(&mut self, user_id: i64, name: &str, now: i64) -> StoreResult<()> {
         self.revokes = true;
