@@ -325,3 +325,52 @@ async fn keys_rotate_without_downtime_and_retired_keys_stop_verifying() {
     let (ok, _, err) = keys(&["retire", "--kid", "no-such-kid"]);
     assert!(!ok && err.contains("no live signing key"), "{err}");
 }
+
+#[test]
+fn settings_come_from_the_flag_then_the_environment_then_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file_db = dir.path().join("from-file.db");
+    let env_db = dir.path().join("from-env.db");
+    let flag_db = dir.path().join("from-flag.db");
+    let config = dir.path().join("portcullis.toml");
+    std::fs::write(
+        &config,
+        format!("database_url = \"sqlite://{}\"\n", file_db.display()),
+    )
+    .unwrap();
+    let migrate = |env: Option<&std::path::Path>, flag: Option<&std::path::Path>| {
+        let mut command = portcullis();
+        command.args(["migrate", "--config"]).arg(&config);
+        if let Some(path) = env {
+            command.env(
+                "PORTCULLIS_DATABASE_URL",
+                format!("sqlite://{}", path.display()),
+            );
+        }
+        if let Some(path) = flag {
+            command
+                .arg("--database-url")
+                .arg(format!("sqlite://{}", path.display()));
+        }
+        assert!(command.status().unwrap().success());
+    };
+
+    migrate(None, None);
+    assert!(
+        file_db.exists(),
+        "the file's value when nothing else is given"
+    );
+    migrate(Some(&env_db), None);
+    assert!(env_db.exists(), "the environment beats the file");
+    migrate(Some(&env_db), Some(&flag_db));
+    assert!(flag_db.exists(), "the flag beats the environment");
+    let bad = portcullis()
+        .args(["migrate", "--log-format", "xml"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("log format"),
+        "a clear error for a bad setting"
+    );
+}
