@@ -296,6 +296,19 @@ pub async fn spawn_app_on(
     }
 }
 
+impl TestApp {
+    /// Asks the server to shut down (as SIGTERM does) and waits until it has.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.server.take() {
+            Some(server) => server.await.expect("the server task"),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {

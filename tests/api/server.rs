@@ -81,3 +81,56 @@ async fn the_jwks_is_served_with_a_short_cache_lifetime() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["keys"].as_array().map(Vec::len), Some(1));
 }
+
+#[tokio::test]
+async fn shutdown_lets_a_request_in_flight_finish() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut app = spawn_app(Backend::Sqlite).await;
+    let root = app.log_in(OWNER).await;
+    let event = app
+        .logs
+        .clone()
+        .create_event(bearer(
+            root.token(),
+            portcullis::grpc::pb::CreateEventRequest { name: "e".into() },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .event_id;
+
+    // A request whose body is still arriving when the shutdown starts.
+    let body = r#"{"data":"written during shutdown"}"#;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /api/logs?id={event} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body.as_bytes()[..10]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let stopping = tokio::spawn(async move {
+        let result = app.stop().await;
+        (app, result)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        !stopping.is_finished(),
+        "the server waits for the request in flight"
+    );
+    stream.write_all(&body.as_bytes()[10..]).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    let (app, result) = stopping.await.unwrap();
+    result.expect("a clean stop");
+    assert_eq!(
+        app.database.count("logs").await,
+        1,
+        "the request's work was done"
+    );
+}
