@@ -19,7 +19,8 @@ mod users;
 
 use secrecy::SecretString;
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyPool, Row, Transaction};
+use sqlx::{Any, AnyPool, Connection, Row, Transaction};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -107,7 +108,16 @@ impl Store {
         })?;
         let mut options = AnyPoolOptions::new()
             .acquire_timeout(Duration::from_secs(3))
-            .idle_timeout(Duration::from_secs(300));
+            .idle_timeout(Duration::from_secs(300))
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    // A connection that comes back still inside a transaction was
+                    // abandoned mid-way (a failed ROLLBACK, or a cancelled BEGIN). Closing
+                    // it is the one sure way to end that transaction and free its locks.
+                    // The ping lets SQLite's worker finish a rollback it has queued.
+                    Ok(conn.ping().await.is_ok() && !conn.is_in_transaction())
+                })
+            });
         let url = match backend {
             Backend::Sqlite => {
                 options = options.max_connections(8).after_connect(|conn, _| {
@@ -175,11 +185,21 @@ impl Store {
 
     /// Starts a transaction. SQLite takes the write lock up front (`BEGIN IMMEDIATE`) so
     /// read-then-write transactions queue instead of failing with "database is locked".
+    ///
+    /// BEGIN runs in a task of its own: a caller dropped while it is in flight (a client
+    /// that gave up) would otherwise leave the connection inside a transaction no one can
+    /// end, holding SQLite's write lock (sqlx #3932, #4385). The task always finishes, and
+    /// a transaction it hands to no one is dropped, which rolls it back.
     pub async fn begin(&self) -> StoreResult<Tx> {
-        let tx = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
-        };
+        let pool = self.pool.clone();
+        let backend = self.backend;
+        let tx = run_to_completion(async move {
+            match backend {
+                Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+                Backend::Postgres => pool.begin().await,
+            }
+        })
+        .await??;
         Ok(Tx {
             tx,
             sessions: self.sessions.clone(),
@@ -200,7 +220,13 @@ pub struct Tx {
 }
 
 impl Tx {
-    pub async fn commit(mut self) -> StoreResult<()> {
+    /// Commits in a task of its own, so a caller that goes away mid-commit cannot leave
+    /// the session cache disagreeing with what was committed.
+    pub async fn commit(self) -> StoreResult<()> {
+        run_to_completion(self.commit_now()).await?
+    }
+
+    async fn commit_now(mut self) -> StoreResult<()> {
         if self.revokes && self.backend == Backend::Postgres {
             // Delivered to the other replicas when (and only if) this commits.
             sqlx::query("SELECT pg_notify($1, '')")
@@ -213,6 +239,18 @@ impl Tx {
             self.sessions.clear();
         }
         Ok(())
+    }
+}
+
+/// Runs `work` on its own task and waits for it: dropping the waiter does not stop it.
+async fn run_to_completion<T: Send + 'static>(
+    work: impl Future<Output = T> + Send + 'static,
+) -> StoreResult<T> {
+    match tokio::spawn(work).await {
+        Ok(value) => Ok(value),
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        // Only when the runtime itself is shutting down.
+        Err(_) => Err(StoreError::Unavailable(sqlx::Error::WorkerCrashed)),
     }
 }
 

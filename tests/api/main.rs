@@ -4,6 +4,7 @@
 mod account;
 mod admin;
 mod anonymous;
+mod cancellation;
 mod cli;
 mod external;
 mod health;
