@@ -124,7 +124,10 @@ impl Auth {
         let mut tx = self.store().begin().await?;
         let registration = match tx.user_by_name(&project.id, name.as_str()).await? {
             Some(user) => {
-                tx.mark_user_verified(user.id, now).await?;
+                if tx.prove_mailbox(user.id, now).await? {
+                    self.mail_removed_password(&mut tx, project, &user, now)
+                        .await?;
+                }
                 false
             }
             None => {
@@ -336,8 +339,9 @@ impl Auth {
             }
             tx.rename_user(user.id, &request.name, now).await?;
             user.name = Some(request.name.clone());
-        } else {
-            tx.mark_user_verified(user.id, now).await?;
+        } else if tx.prove_mailbox(user.id, now).await? {
+            let project = self.project_by_id(&user.project_id).await?;
+            self.mail_removed_password(tx, &project, &user, now).await?;
         }
         self.open_session(tx, &user, now).await
     }

@@ -15,7 +15,7 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 use crate::service::Authorization;
-use crate::store::{AttemptCount, Channel, NewMessage, NewUser, ProjectRecord, Tx};
+use crate::store::{AttemptCount, Channel, NewMessage, NewUser, ProjectRecord, Tx, UserRecord};
 
 /// The user behind an access token, as the published `auth/me` shows it.
 #[derive(Debug, Clone)]
@@ -304,6 +304,28 @@ impl Auth {
             .await?;
         tx.commit().await?;
         self.inner.outbox.notify();
+        Ok(())
+    }
+
+    /// Tells the owner of a mailbox just proven that the password someone set before
+    /// the proof was removed, with a reset link to choose one (in the proof's transaction).
+    pub(super) async fn mail_removed_password(
+        &self,
+        tx: &mut Tx,
+        project: &ProjectRecord,
+        user: &UserRecord,
+        now: i64,
+    ) -> Result<()> {
+        let Some(email) = user.name.as_deref().and_then(|n| Email::parse(n).ok()) else {
+            return Ok(());
+        };
+        let token = SecretToken::generate(TokenKind::Reset);
+        let expires_at = now + project.password_reset_lifetime_seconds;
+        tx.put_password_reset(user.id, token.hash().as_bytes(), expires_at, now)
+            .await?;
+        let link = self.reset_url(project, token.expose());
+        tx.enqueue_message(&removed_password_message(project, &email, &link, now))
+            .await?;
         Ok(())
     }
 
@@ -622,6 +644,32 @@ fn reset_message(project: &ProjectRecord, email: &Email, link: &str, now: i64) -
             "To choose a new password for your {project} account, open this link within \
              {minutes} minutes:\n\n{link}\n\nThe link works once. If you did not ask for it, \
              ignore this mail: your password stays as it is.\n",
+            project = project.name
+        ),
+        sender: project.mail_sender.clone(),
+        created_at: now,
+    }
+}
+
+fn removed_password_message(
+    project: &ProjectRecord,
+    email: &Email,
+    link: &str,
+    now: i64,
+) -> NewMessage {
+    let minutes = (project.password_reset_lifetime_seconds / 60).max(1);
+    NewMessage {
+        project_id: Some(project.id.clone()),
+        channel: Channel::Email,
+        recipient: email.as_str().to_owned(),
+        subject: format!("A password on your {} account was removed", project.name),
+        body: format!(
+            "You just confirmed this address at {project}. Before you did, someone had set a \
+             password for it; since they never proved they own this mailbox, that password \
+             was removed and every device logged in with it was logged out.\n\n\
+             If you set that password yourself, choose it again: open this link within \
+             {minutes} minutes to set a password:\n\n{link}\n\n\
+             If you did not, nothing more is needed: only you can log in now.\n",
             project = project.name
         ),
         sender: project.mail_sender.clone(),

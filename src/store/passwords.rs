@@ -109,14 +109,16 @@ impl Tx {
         row.as_ref().map(PasswordUserRecord::from_row).transpose()
     }
 
-    /// Sets the password of a user that has none yet; false when it has one (meanwhile).
+    /// Sets the password of a user that has none yet and never proved its mailbox; false
+    /// when it has one, or was verified, meanwhile.
     pub async fn set_first_password(
         &mut self,
         user_id: i64,
         password_hash: &str,
     ) -> StoreResult<bool> {
         let done = sqlx::query(
-            "UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash IS NULL",
+            "UPDATE users SET password_hash = $1
+             WHERE id = $2 AND password_hash IS NULL AND verified_at IS NULL",
         )
         .bind(password_hash)
         .bind(user_id)

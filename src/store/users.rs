@@ -56,6 +56,44 @@ impl Tx {
         row.as_ref().map(UserRecord::from_row).transpose()
     }
 
+    /// The first proof that the user holds the mailbox (a code or link confirmed, or an
+    /// admin's import). A password set before it was chosen by someone who never proved
+    /// the mailbox, maybe not its owner: it is removed and every session is ended (all of
+    /// them were opened with it: nothing else opens a session on an unverified user).
+    /// Returns whether a password was removed.
+    pub async fn prove_mailbox(&mut self, user_id: i64, now: i64) -> StoreResult<bool> {
+        // Take the row's lock first (PostgreSQL): a Register racing this proof then either
+        // set its password before, and it is removed here, or finds the user verified.
+        sqlx::query("UPDATE users SET verified_at = verified_at WHERE id = $1")
+            .bind(user_id)
+            .execute(&mut *self.tx)
+            .await?;
+        let removed = sqlx::query(
+            "UPDATE users SET password_hash = NULL, verified_at = $1
+             WHERE id = $2 AND verified_at IS NULL AND password_hash IS NOT NULL",
+        )
+        .bind(now)
+        .bind(user_id)
+        .execute(&mut *self.tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if removed {
+            self.revokes = true;
+            sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *self.tx)
+                .await?;
+            sqlx::query("DELETE FROM password_resets WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *self.tx)
+                .await?;
+        } else {
+            self.mark_user_verified(user_id, now).await?;
+        }
+        Ok(removed)
+    }
+
     pub async fn mark_user_verified(&mut self, user_id: i64, now: i64) -> StoreResult<()> {
         sqlx::query("UPDATE users SET verified_at = $1 WHERE id = $2 AND verified_at IS NULL")
             .bind(now)

@@ -20,4 +20,5 @@ mod server;
 mod shim;
 mod shim_password;
 mod smtp;
+mod takeover;
 mod texts;

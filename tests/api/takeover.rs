@@ -1,0 +1,205 @@
+//! Account takeover by pre-registration: a password set for an address before its owner
+//! proved the mailbox must not survive the proof, by either route (Register first, or a
+//! code login started first), nor when the proof and the Register race.
+
+use crate::helpers::*;
+use crate::on_both_backends;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+on_both_backends!(
+    a_password_registered_before_the_owner_logs_in_by_code_is_removed_with_its_sessions,
+    a_password_added_to_a_pending_code_login_does_not_survive_the_code,
+    a_register_racing_the_owners_code_never_keeps_its_password,
+);
+
+const ATTACKER_PASSWORD: &str = "mallory picked this one herself";
+const OWNER_PASSWORD: &str = "the owner's own long passphrase";
+
+fn url(app: &TestApp, path: &str) -> String {
+    format!(
+        "{}/project/{}/auth/{path}",
+        app.address, app.project.project_id
+    )
+}
+
+async fn register(app: &TestApp, email: &str, password: &str) -> StatusCode {
+    app.http
+        .post(url(app, "register"))
+        .json(&json!({ "email": email, "password": password }))
+        .send()
+        .await
+        .expect("register")
+        .status()
+}
+
+/// A password login: the access token, or the status that refused it.
+async fn password_login(app: &TestApp, email: &str, password: &str) -> Result<String, StatusCode> {
+    let response = app
+        .http
+        .post(url(app, "login"))
+        .json(&json!({ "username": email, "password": password }))
+        .send()
+        .await
+        .expect("login");
+    if response.status() != StatusCode::CREATED {
+        return Err(response.status());
+    }
+    let body: Value = response.json().await.expect("JSON");
+    Ok(body["accessToken"]
+        .as_str()
+        .expect("accessToken")
+        .to_owned())
+}
+
+async fn me_status(app: &TestApp, token: &str) -> StatusCode {
+    app.http
+        .get(url(app, "me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("me")
+        .status()
+}
+
+/// The victim's side after the proof: the attacker's password and session are gone, the
+/// victim was told, and the link in that mail sets a password of the victim's choosing.
+async fn assert_taken_back(app: &TestApp, victim: &str, attacker_token: &str) {
+    assert_eq!(
+        password_login(app, victim, ATTACKER_PASSWORD).await,
+        Err(StatusCode::UNAUTHORIZED),
+        "the attacker's password must not work after the owner proved the mailbox"
+    );
+    assert_eq!(
+        me_status(app, attacker_token).await,
+        StatusCode::UNAUTHORIZED,
+        "the attacker's session must be revoked"
+    );
+    assert_eq!(app.authorize(attacker_token).await.role, "public");
+
+    let notice = wait_for(|| {
+        app.mails_to(victim)
+            .into_iter()
+            .map(|m| decode_mail(&m))
+            .find(|m| m.contains("was removed"))
+    })
+    .await
+    .expect("a mail telling the owner the password was removed");
+    let link = notice
+        .split_whitespace()
+        .find(|word| word.starts_with("http") && word.contains("/auth/password/reset?token="))
+        .expect("a link to set a password");
+    assert!(link.contains("/auth/password/reset?token=rst_"), "{link}");
+    let token = link.split("token=").nth(1).unwrap().to_owned();
+    let reset = app
+        .http
+        .post(url(app, "password/reset"))
+        .form(&[
+            ("token", token.as_str()),
+            ("password", OWNER_PASSWORD),
+            ("confirm", OWNER_PASSWORD),
+        ])
+        .send()
+        .await
+        .expect("reset");
+    assert_eq!(reset.status(), StatusCode::OK);
+    assert!(password_login(app, victim, OWNER_PASSWORD).await.is_ok());
+}
+
+async fn a_password_registered_before_the_owner_logs_in_by_code_is_removed_with_its_sessions(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let victim = "victim@example.com";
+
+    // The published flow stays as documented: register 201, then login 201 at once.
+    assert_eq!(
+        register(&app, victim, ATTACKER_PASSWORD).await,
+        StatusCode::CREATED
+    );
+    let attacker_token = password_login(&app, victim, ATTACKER_PASSWORD)
+        .await
+        .expect("login right after register works");
+    assert_eq!(me_status(&app, &attacker_token).await, StatusCode::OK);
+
+    // The owner logs in by code: the mailbox is proven.
+    let owner = app.log_in(victim).await;
+
+    // The owner's own code session is untouched by the clean-up.
+    assert_eq!(app.authorize(owner.token()).await.role, "user");
+    assert_taken_back(&app, victim, &attacker_token).await;
+}
+
+async fn a_password_added_to_a_pending_code_login_does_not_survive_the_code(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let victim = "pending@example.com";
+
+    // The attacker starts a code login for the victim (an unverified user now exists)...
+    app.authenticate(victim).await.expect("authenticate");
+    // ...then Register gives that user the attacker's password.
+    assert_eq!(
+        register(&app, victim, ATTACKER_PASSWORD).await,
+        StatusCode::CREATED
+    );
+    let attacker_token = password_login(&app, victim, ATTACKER_PASSWORD)
+        .await
+        .expect("login");
+
+    let owner = app.log_in(victim).await;
+
+    assert_eq!(app.authorize(owner.token()).await.role, "user");
+    assert_taken_back(&app, victim, &attacker_token).await;
+}
+
+async fn a_register_racing_the_owners_code_never_keeps_its_password(backend: Backend) {
+    let app = spawn_app(backend).await;
+    // Each victim has a code in hand; the attacker's Register and the owner's Confirm run
+    // at the same instant. Whichever lands first, the attacker's password must not work.
+    let mut victims = Vec::new();
+    for i in 0..8 {
+        let victim = format!("race-{i}@example.com");
+        let started = app.authenticate(&victim).await.expect("authenticate");
+        let code = app.wait_for_code(&victim, 1).await;
+        victims.push((victim, started.code_token, code));
+    }
+    // Register hashes before it writes, one hash at a time: spread the confirms over
+    // that queue, so some land before a Register's write and some after.
+    let started = std::time::Instant::now();
+    assert_eq!(
+        register(&app, "timing@example.com", ATTACKER_PASSWORD).await,
+        StatusCode::CREATED
+    );
+    let register_time = started.elapsed();
+    let mut races = tokio::task::JoinSet::new();
+    for (i, (victim, code_token, code)) in victims.clone().into_iter().enumerate() {
+        let delay = register_time * 2 * i as u32;
+        let http = app.http.clone();
+        let register_url = url(&app, "register");
+        let mut verification = app.verification.clone();
+        races.spawn(async move {
+            let register = http
+                .post(register_url)
+                .json(&json!({ "email": victim, "password": ATTACKER_PASSWORD }))
+                .send();
+            let confirm = async {
+                tokio::time::sleep(delay).await;
+                verification
+                    .confirm(portcullis::grpc::pb::ConfirmRequest { code, code_token })
+                    .await
+            };
+            let (registered, confirmed) = tokio::join!(register, confirm);
+            assert_eq!(registered.expect("register").status(), StatusCode::CREATED);
+            confirmed.expect("the owner's code works");
+        });
+    }
+    while let Some(race) = races.join_next().await {
+        race.expect("race");
+    }
+    for (victim, _, _) in victims {
+        assert_eq!(
+            password_login(&app, &victim, ATTACKER_PASSWORD).await,
+            Err(StatusCode::UNAUTHORIZED),
+            "{victim}: a password registered beside the owner's proof survived it"
+        );
+    }
+}
