@@ -14,7 +14,7 @@ pub use clock::Clock;
 pub use code::{CodeKey, LoginCode};
 pub use name::{Email, Name, NameError, Phone};
 pub use password::{HashingError, NewPassword, Password, PasswordError, PasswordHasher, Verdict};
-pub use password_hash::looks_like_password_hash;
+pub use password_hash::check_password_hash;
 pub use secret::{SecretToken, TokenHash, TokenKind};
 
 /// The largest token or code any request may carry; longer input is refused before any

@@ -295,6 +295,13 @@ fn verify_now(password: &Password, stored: Option<&str>) -> Verdict {
         let _ = verify_argon2(password, DUMMY_HASH);
         return Verdict::Mismatch;
     };
+    if let Err(reason) = super::check_password_hash(stored) {
+        // A stored hash costlier than the bounds is refused unchecked, so no row can hold
+        // the hashing slots (or memory) hostage; nor is it faster than a wrong password.
+        tracing::warn!(%reason, "a stored password hash is refused");
+        let _ = verify_argon2(password, DUMMY_HASH);
+        return Verdict::Mismatch;
+    }
     if is_bcrypt(stored) {
         let matched = password
             .candidates()

@@ -2,7 +2,7 @@
 //! delete, the client-side encryption flag, bulk import.
 
 use super::{Auth, parse_name, parse_token};
-use crate::domain::{TokenKind, looks_like_password_hash};
+use crate::domain::{TokenKind, check_password_hash};
 use crate::error::{Error, Result};
 use crate::store::{NewUser, UserRecord};
 
@@ -183,11 +183,9 @@ fn parse_import_row(
         .map(str::trim)
         .filter(|h| !h.is_empty())
     {
-        Some(hash) if looks_like_password_hash(hash) => Some(hash.to_owned()),
-        Some(_) => {
-            return Err(
-                "password_hash must be an argon2 ($argon2id$...) or bcrypt ($2b$...) hash".into(),
-            );
+        Some(hash) => {
+            check_password_hash(hash)?;
+            Some(hash.to_owned())
         }
         None => None,
     };

@@ -28,6 +28,7 @@ on_both_backends!(
     reset_links_work_once_expire_and_are_replaced_by_newer_ones,
     forgot_password_for_an_unknown_email_succeeds_and_sends_nothing,
     imported_bcrypt_and_weaker_argon2_hashes_log_in_and_are_upgraded,
+    cost_bomb_hashes_are_refused_at_import_and_unchecked_when_already_stored,
     me_refuses_bad_tokens_and_tokens_of_other_projects,
     the_reset_page_shows_a_labelled_form_with_strict_headers,
     the_reset_page_says_why_a_link_no_longer_works,
@@ -595,6 +596,85 @@ async fn imported_bcrypt_and_weaker_argon2_hashes_log_in_and_are_upgraded(backen
     log_in(&app, "dennis@example.com", "tset")
         .await
         .expect_err("wrong");
+}
+
+async fn cost_bomb_hashes_are_refused_at_import_and_unchecked_when_already_stored(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let digest = "c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG";
+    let bombs = [
+        (
+            format!("$argon2id$v=19$m=19456,t=2000,p=1${digest}"),
+            "t=2000",
+        ),
+        (
+            format!("$argon2id$v=19$m=524288,t=2,p=1${digest}"),
+            "m=524288",
+        ),
+        (
+            format!("$argon2id$v=19$m=4294967295,t=2,p=1${digest}"),
+            "m=4294967295",
+        ),
+        (format!("$argon2id$v=19$m=19456,t=2,p=64${digest}"), "p=64"),
+        (
+            "$2b$31$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW".to_owned(),
+            "cost 31",
+        ),
+    ];
+    let row = |name: String, hash: &str| ImportUser {
+        name,
+        uid: String::new(),
+        password_hash: hash.into(),
+    };
+    let mut rows: Vec<ImportUser> = bombs
+        .iter()
+        .enumerate()
+        .map(|(i, (hash, _))| row(format!("bomb-{i}@example.com"), hash))
+        .collect();
+    rows.push(row(
+        "fine@example.com".into(),
+        &weak_argon2_hash("unix and c"),
+    ));
+    let users_before = app.database.count("users").await;
+    let answer = app
+        .admin
+        .clone()
+        .import_users(bearer(
+            &app.project.admin_token,
+            ImportUsersRequest { users: rows },
+        ))
+        .await
+        .expect("import answers row by row")
+        .into_inner();
+    assert!(!answer.imported);
+    for ((_, reason), result) in bombs.iter().zip(&answer.results) {
+        assert!(result.error.contains(reason), "{reason}: {result:?}");
+    }
+    assert!(answer.results.last().unwrap().error.is_empty());
+    assert_eq!(app.database.count("users").await, users_before);
+
+    // A bomb written straight into the database (an older version's import, a restored
+    // dump) is refused unchecked: it answers like a wrong password and holds nobody up.
+    register(&app, "victim@example.com", PASSWORD)
+        .await
+        .unwrap();
+    register(&app, "bystander@example.com", PASSWORD)
+        .await
+        .unwrap();
+    let pool = pool(&app).await;
+    sqlx::query("UPDATE users SET password_hash = $1 WHERE name = 'victim@example.com'")
+        .bind(&bombs[0].0)
+        .execute(&pool)
+        .await
+        .expect("plant the hash");
+    pool.close().await;
+    let (bomb, bystander) = tokio::join!(log_in(&app, "victim@example.com", PASSWORD), async {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        log_in(&app, "bystander@example.com", PASSWORD).await
+    });
+    assert_eq!(bomb.unwrap_err().code(), Code::Unauthenticated);
+    bystander.expect("another account logs in beside the bomb");
 }
 
 async fn me_refuses_bad_tokens_and_tokens_of_other_projects(backend: Backend) {
