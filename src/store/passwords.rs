@@ -238,6 +238,24 @@ impl Tx {
     }
 
     /// Stores a user's reset token, replacing any earlier one (which stops working).
+    /// The statements of [`Tx::put_password_reset`] and [`Tx::enqueue_message`], matching
+    /// no row: ForgotPassword for an unknown email costs what it costs for a known one.
+    pub async fn shadow_password_reset(
+        &mut self,
+        token_hash: &[u8],
+        message: &NewMessage,
+    ) -> StoreResult<()> {
+        sqlx::query("UPDATE password_resets SET created_at = created_at WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&mut *self.tx)
+            .await?;
+        sqlx::query("UPDATE outbox SET attempts = attempts WHERE id = -1 AND recipient = $1")
+            .bind(&message.recipient)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
     pub async fn put_password_reset(
         &mut self,
         user_id: i64,

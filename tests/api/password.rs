@@ -27,6 +27,7 @@ on_both_backends!(
     change_password_needs_the_current_password_and_revokes_other_sessions,
     reset_links_work_once_expire_and_are_replaced_by_newer_ones,
     forgot_password_for_an_unknown_email_succeeds_and_sends_nothing,
+    a_shutdown_right_after_forgot_password_loses_no_reset_link,
     imported_bcrypt_and_weaker_argon2_hashes_log_in_and_are_upgraded,
     cost_bomb_hashes_are_refused_at_import_and_unchecked_when_already_stored,
     me_refuses_bad_tokens_and_tokens_of_other_projects,
@@ -524,6 +525,57 @@ async fn reset_links_work_once_expire_and_are_replaced_by_newer_ones(backend: Ba
     log_in(&app, edsger, NEW_PASSWORD)
         .await
         .expect("still the reset password");
+}
+
+async fn a_shutdown_right_after_forgot_password_loses_no_reset_link(backend: Backend) {
+    use sqlx::Connection;
+    let mut app = spawn_app(backend).await;
+    register(&app, "tim@example.com", PASSWORD).await.unwrap();
+
+    // Hold the outbox's write lock for a moment, as a busy database would: the answer
+    // may wait, but once it is in, the link must be stored.
+    let mut holder = sqlx::AnyConnection::connect(&app.database.url)
+        .await
+        .expect("connect");
+    match backend {
+        Backend::Sqlite => {
+            sqlx::raw_sql("BEGIN IMMEDIATE")
+                .execute(&mut holder)
+                .await
+                .unwrap();
+        }
+        Backend::Postgres => {
+            sqlx::raw_sql("BEGIN; LOCK TABLE outbox IN EXCLUSIVE MODE")
+                .execute(&mut holder)
+                .await
+                .unwrap();
+        }
+    }
+    let release = async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();
+    };
+    let answered = async {
+        forgot_password(&app, "tim@example.com").await.unwrap();
+        app.database.count("password_resets").await
+    };
+    let (stored, ()) = tokio::join!(answered, release);
+    assert_eq!(stored, 1, "the reset link must be stored before the answer");
+    holder.close().await.unwrap();
+    // SIGTERM the moment the answer is in.
+    app.stop().await.expect("clean shutdown");
+
+    // It went out before the shutdown, or a restart sends it.
+    let restarted = spawn_app_on(app.database.shared(), |_| {}).await;
+    let sent = wait_for(|| {
+        let mut mails = app.mails_to("tim@example.com");
+        mails.extend(restarted.mails_to("tim@example.com"));
+        (!mails.is_empty()).then_some(mails)
+    })
+    .await
+    .expect("the reset mail is sent");
+    assert_eq!(sent.len(), 1);
+    assert!(decode_mail(&sent[0]).contains("/auth/password/reset?token="));
 }
 
 async fn forgot_password_for_an_unknown_email_succeeds_and_sends_nothing(backend: Backend) {
