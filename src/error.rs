@@ -31,6 +31,10 @@ pub enum Error {
     #[error("{0}")]
     FailedPrecondition(String),
 
+    /// The password is right, but the project wants the email confirmed first.
+    #[error("{0}")]
+    EmailNotConfirmed(String),
+
     /// Too many requests; the client may retry after the given number of seconds.
     #[error("{message}")]
     TooManyRequests {
@@ -74,6 +78,7 @@ impl Error {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::AlreadyExists(_) => StatusCode::CONFLICT,
             Error::FailedPrecondition(_) => StatusCode::GONE,
+            Error::EmailNotConfirmed(_) => StatusCode::FORBIDDEN,
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -109,7 +114,7 @@ impl From<Error> for tonic::Status {
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::NotFound(_) => Code::NotFound,
             Error::AlreadyExists(_) => Code::AlreadyExists,
-            Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::FailedPrecondition(_) | Error::EmailNotConfirmed(_) => Code::FailedPrecondition,
             Error::TooManyRequests { .. } => Code::ResourceExhausted,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Internal(_) => Code::Internal,

@@ -68,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
                 password_reveal_existing: args.password_reveal_existing,
                 password_reset_url: args.password_reset_url,
                 password_reset_lifetime_seconds: args.password_reset_lifetime,
+                password_require_verified_email: args.password_require_verified_email,
             };
             let project = auth
                 .update_project_settings_by_id(&args.project_id, &change)

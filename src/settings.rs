@@ -126,6 +126,9 @@ pub struct ProjectSettingsArgs {
     /// Seconds a password reset link works, 300 to 86400.
     #[arg(long)]
     pub password_reset_lifetime: Option<i64>,
+    /// Password logins wait until the email is confirmed; Register mails a link.
+    #[arg(long)]
+    pub password_require_verified_email: Option<bool>,
     /// File with the PEM private key external tokens are signed with.
     #[arg(long)]
     pub external_token_key_file: Option<PathBuf>,

@@ -18,6 +18,7 @@ pub enum TokenKind {
     Link,
     Recovery,
     Reset,
+    Verify,
 }
 
 impl TokenKind {
@@ -30,6 +31,7 @@ impl TokenKind {
             TokenKind::Link => "lnk_",
             TokenKind::Recovery => "rec_",
             TokenKind::Reset => "rst_",
+            TokenKind::Verify => "vfy_",
         }
     }
 
@@ -43,6 +45,7 @@ impl TokenKind {
             TokenKind::Link,
             TokenKind::Recovery,
             TokenKind::Reset,
+            TokenKind::Verify,
         ]
         .into_iter()
         .find(|kind| token.starts_with(kind.prefix()))

@@ -51,6 +51,7 @@ impl AdminService for AdminApi {
             password_reveal_existing: body.password_reveal_existing,
             password_reset_url: body.password_reset_url,
             password_reset_lifetime_seconds: body.password_reset_lifetime_seconds,
+            password_require_verified_email: body.password_require_verified_email,
         };
         let settings = self.auth.update_project_settings(&token, &change).await?;
         Ok(Response::new(project_message(settings)))
@@ -114,5 +115,6 @@ fn project_message(settings: ProjectSettings) -> Project {
         password_reveal_existing: settings.password_reveal_existing,
         password_reset_url: settings.password_reset_url.unwrap_or_default(),
         password_reset_lifetime_seconds: settings.password_reset_lifetime_seconds,
+        password_require_verified_email: settings.password_require_verified_email,
     }
 }

@@ -12,6 +12,7 @@ use utoipa::OpenApi;
 
 mod api;
 mod cors;
+mod email_page;
 mod errors;
 mod extract;
 mod link_page;
@@ -31,6 +32,7 @@ pub fn router(auth: Auth) -> Router {
         .route(page::STYLESHEET_PATH, get(page::stylesheet))
         .route(LINK_PATH, get(link_page::show).post(link_page::confirm))
         .route(reset_page::PATH, reset_page::routes())
+        .route(email_page::PATH, email_page::routes())
         .merge(api::routes())
         .merge(password_api::routes())
         .method_not_allowed_fallback(method_not_allowed)

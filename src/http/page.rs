@@ -37,6 +37,15 @@ pub fn render(status: StatusCode, title: &str, body: &str) -> Response {
     response
 }
 
+/// `text` with its first letter in upper case: service messages start in lower case.
+pub fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
 /// Where [`stylesheet`] is served.
 pub const STYLESHEET_PATH: &str = "/assets/portcullis.css";
 

@@ -8,7 +8,7 @@ use axum::response::Response;
 use axum::routing::{MethodRouter, get};
 use serde::Deserialize;
 
-use super::page::{self, escape};
+use super::page::{self, capitalized, escape};
 use crate::error::Error;
 use crate::service::{Auth, ResetLinkState};
 
@@ -202,12 +202,4 @@ fn failure(error: Error) -> Response {
         "Password reset",
         &format!("<h1>Password reset</h1>\n<p>{text}</p>"),
     )
-}
-
-fn capitalized(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
-    }
 }

@@ -115,8 +115,13 @@ impl Auth {
                     password_hash: Some(hash.clone()),
                     ..NewUser::new(&project.id, Some(email.as_str()), now, None)
                 };
-                if tx.insert_user(&user).await?.is_some() {
+                if let Some(user) = tx.insert_user(&user).await? {
+                    if project.password_require_verified_email {
+                        self.mail_email_verification(&mut tx, &project, user.id, &email, now)
+                            .await?;
+                    }
                     tx.commit().await?;
+                    self.inner.outbox.notify();
                     return Ok(());
                 }
                 // A concurrent registration of the same email won.
@@ -134,7 +139,25 @@ impl Auth {
             && existing.user.verified_at.is_none()
             && tx.set_first_password(existing.user.id, &hash).await?
         {
+            if project.password_require_verified_email {
+                self.mail_email_verification(&mut tx, &project, existing.user.id, &email, now)
+                    .await?;
+            }
             tx.commit().await?;
+            self.inner.outbox.notify();
+            return Ok(());
+        }
+        // Registering again before confirming: a new confirmation link, not a warning.
+        if project.password_require_verified_email
+            && existing.password_hash.is_some()
+            && existing.user.verified_at.is_none()
+        {
+            if self.within_message_budget(&mut tx, &email, now).await? {
+                self.mail_email_verification(&mut tx, &project, existing.user.id, &email, now)
+                    .await?;
+                tx.commit().await?;
+                self.inner.outbox.notify();
+            }
             return Ok(());
         }
         if project.password_reveal_existing {
@@ -188,6 +211,14 @@ impl Auth {
         let now = self.now();
         let mut tx = self.store().begin().await?;
         settle_success(&mut tx, &keys).await?;
+        if project.password_require_verified_email && account.user.verified_at.is_none() {
+            tx.commit().await?;
+            return Err(Error::EmailNotConfirmed(
+                "confirm your email first: follow the link in the mail sent when you \
+                 registered (registering again sends a new one)"
+                    .into(),
+            ));
+        }
         if let Some(upgraded) = &upgraded {
             // Lost only if the password changed meanwhile, and then the new one stands.
             tx.replace_password(account.user.id, &stored, upgraded)
@@ -306,6 +337,61 @@ impl Auth {
             }
         }
         Ok(())
+    }
+
+    /// Mails `email` a link that confirms it (in the caller's transaction).
+    async fn mail_email_verification(
+        &self,
+        tx: &mut Tx,
+        project: &ProjectRecord,
+        user_id: i64,
+        email: &Email,
+        now: i64,
+    ) -> Result<()> {
+        let token = SecretToken::generate(TokenKind::Verify);
+        tx.put_email_verification(
+            user_id,
+            token.hash().as_bytes(),
+            now + EMAIL_VERIFICATION_SECONDS,
+            now,
+        )
+        .await?;
+        let link = format!(
+            "{}/project/{}/auth/email/confirm?token={}",
+            self.keys().issuer(),
+            project.id,
+            token.expose()
+        );
+        tx.enqueue_message(&verification_message(project, email, &link, now))
+            .await?;
+        Ok(())
+    }
+
+    /// Follows an email confirmation link: the user's email counts as verified, so its
+    /// password logs in. Returns the project's name.
+    pub async fn confirm_email(&self, project_id: &str, token: &str) -> Result<String> {
+        let project = self.password_project(project_id).await?;
+        let token = token.trim();
+        let dead = || {
+            Error::failed_precondition(
+                "this confirmation link is not valid, has expired or was already used; \
+                 register again to get a new one",
+            )
+        };
+        if TokenKind::of(token) != Some(TokenKind::Verify) || token.len() > 128 {
+            return Err(dead());
+        }
+        let now = self.now();
+        let mut tx = self.store().begin().await?;
+        if tx
+            .use_email_verification(&project.id, TokenHash::of(token).as_bytes(), now)
+            .await?
+            .is_none()
+        {
+            return Err(dead());
+        }
+        tx.commit().await?;
+        Ok(project.name)
     }
 
     /// Tells the owner of a mailbox just proven that the password someone set before
@@ -645,6 +731,32 @@ fn reset_message(project: &ProjectRecord, email: &Email, link: &str, now: i64) -
             "To choose a new password for your {project} account, open this link within \
              {minutes} minutes:\n\n{link}\n\nThe link works once. If you did not ask for it, \
              ignore this mail: your password stays as it is.\n",
+            project = project.name
+        ),
+        sender: project.mail_sender.clone(),
+        created_at: now,
+    }
+}
+
+/// How long an email confirmation link works.
+const EMAIL_VERIFICATION_SECONDS: i64 = 24 * 3600;
+
+fn verification_message(
+    project: &ProjectRecord,
+    email: &Email,
+    link: &str,
+    now: i64,
+) -> NewMessage {
+    NewMessage {
+        project_id: Some(project.id.clone()),
+        channel: Channel::Email,
+        recipient: email.as_str().to_owned(),
+        subject: format!("Confirm your email for {}", project.name),
+        body: format!(
+            "Someone, hopefully you, created a {project} account with this address. To \
+             confirm it, open this link within 24 hours:\n\n{link}\n\n\
+             If you did not create an account, do not open the link: ignore this mail and \
+             the account stays locked.\n",
             project = project.name
         ),
         sender: project.mail_sender.clone(),

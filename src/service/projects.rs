@@ -104,6 +104,7 @@ pub struct ProjectSettings {
     pub password_reveal_existing: bool,
     pub password_reset_url: Option<String>,
     pub password_reset_lifetime_seconds: i64,
+    pub password_require_verified_email: bool,
 }
 
 impl From<&ProjectRecord> for ProjectSettings {
@@ -128,6 +129,7 @@ impl From<&ProjectRecord> for ProjectSettings {
             password_reveal_existing: p.password_reveal_existing,
             password_reset_url: p.password_reset_url.clone(),
             password_reset_lifetime_seconds: p.password_reset_lifetime_seconds,
+            password_require_verified_email: p.password_require_verified_email,
         }
     }
 }
@@ -157,6 +159,8 @@ pub struct SettingsChange {
     pub password_reset_url: Option<String>,
     /// How long a reset link works, 300 to 86400 seconds.
     pub password_reset_lifetime_seconds: Option<i64>,
+    /// Password logins wait until the email is confirmed; Register mails a link.
+    pub password_require_verified_email: Option<bool>,
 }
 
 impl SettingsChange {
@@ -225,6 +229,9 @@ impl SettingsChange {
         }
         if let Some(reveal) = self.password_reveal_existing {
             project.password_reveal_existing = reveal;
+        }
+        if let Some(require) = self.password_require_verified_email {
+            project.password_require_verified_email = require;
         }
         if let Some(url) = text_setting(&self.password_reset_url, "password_reset_url")? {
             project.password_reset_url =
@@ -387,6 +394,7 @@ mod tests {
             password_reveal_existing: false,
             password_reset_url: None,
             password_reset_lifetime_seconds: 3600,
+            password_require_verified_email: false,
         }
     }
 

@@ -38,6 +38,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0005_login_request_clients.sql"),
         include_str!("../../migrations/postgres/0005_login_request_clients.sql"),
     ),
+    (
+        8,
+        "email verification",
+        include_str!("../../migrations/sqlite/0008_email_verification.sql"),
+        include_str!("../../migrations/postgres/0008_email_verification.sql"),
+    ),
 ];
 
 pub(super) fn migrator(backend: Backend) -> Migrator {

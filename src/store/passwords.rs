@@ -256,6 +256,57 @@ impl Tx {
         Ok(())
     }
 
+    /// Stores the verification link of a user's email, replacing an older one.
+    pub async fn put_email_verification(
+        &mut self,
+        user_id: i64,
+        token_hash: &[u8],
+        expires_at: i64,
+        now: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO email_verifications (user_id, token_hash, expires_at, used_at, created_at)
+             VALUES ($1, $2, $3, NULL, $4)
+             ON CONFLICT (user_id) DO UPDATE SET token_hash = $2, expires_at = $3, used_at = NULL,
+               created_at = $4",
+        )
+        .bind(user_id)
+        .bind(token_hash)
+        .bind(expires_at)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Spends a live verification link of `project_id` and marks its user's email
+    /// verified; the user's id, or `None` when the link is unknown, used, expired or of
+    /// another project.
+    pub async fn use_email_verification(
+        &mut self,
+        project_id: &str,
+        token_hash: &[u8],
+        now: i64,
+    ) -> StoreResult<Option<i64>> {
+        let row = sqlx::query(
+            "UPDATE email_verifications SET used_at = $1
+             WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1
+               AND user_id IN (SELECT id FROM users WHERE project_id = $3)
+             RETURNING user_id",
+        )
+        .bind(now)
+        .bind(token_hash)
+        .bind(project_id)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let user_id: i64 = row.try_get("user_id")?;
+        self.mark_user_verified(user_id, now).await?;
+        Ok(Some(user_id))
+    }
+
     pub async fn put_password_reset(
         &mut self,
         user_id: i64,

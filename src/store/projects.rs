@@ -58,7 +58,7 @@ impl Tx {
                sms_webhook_url = $10, sms_webhook_secret = $11, external_issuer = $12,
                external_audience = $13, external_key_pem = $14, allowed_origins = $15,
                password_reveal_existing = $16, password_reset_url = $17,
-               password_reset_lifetime_seconds = $18
+               password_reset_lifetime_seconds = $18, password_require_verified_email = $19
              WHERE id = $1",
         )
         .bind(&project.id)
@@ -79,6 +79,7 @@ impl Tx {
         .bind(project.password_reveal_existing as i64)
         .bind(project.password_reset_url.as_deref())
         .bind(project.password_reset_lifetime_seconds)
+        .bind(project.password_require_verified_email as i64)
         .execute(&mut *self.tx)
         .await?;
         Ok(())

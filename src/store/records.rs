@@ -8,7 +8,8 @@ use super::{StoreResult, flag};
 pub(super) const PROJECT_COLUMNS: &str = "id, name, app_token, anonymous_login, recovery, code_length, \
      code_lifetime_seconds, code_attempts, mail_sender, link_base, sms_webhook_url, sms_webhook_secret, \
      external_issuer, external_audience, external_key_pem, allowed_origins, \
-     password_reveal_existing, password_reset_url, password_reset_lifetime_seconds";
+     password_reveal_existing, password_reset_url, password_reset_lifetime_seconds, \
+     password_require_verified_email";
 
 #[derive(Clone, Debug)]
 pub struct ProjectRecord {
@@ -38,6 +39,8 @@ pub struct ProjectRecord {
     /// Page the password reset link points to; `None`: the page this service hosts.
     pub password_reset_url: Option<String>,
     pub password_reset_lifetime_seconds: i64,
+    /// Password logins wait until the email is confirmed (Register mails a link).
+    pub password_require_verified_email: bool,
 }
 
 impl ProjectRecord {
@@ -62,6 +65,7 @@ impl ProjectRecord {
             password_reveal_existing: flag(row, "password_reveal_existing")?,
             password_reset_url: row.try_get("password_reset_url")?,
             password_reset_lifetime_seconds: row.try_get("password_reset_lifetime_seconds")?,
+            password_require_verified_email: flag(row, "password_require_verified_email")?,
         })
     }
 }

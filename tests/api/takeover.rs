@@ -11,6 +11,7 @@ on_both_backends!(
     a_password_registered_before_the_owner_logs_in_by_code_is_removed_with_its_sessions,
     a_password_added_to_a_pending_code_login_does_not_survive_the_code,
     a_register_racing_the_owners_code_never_keeps_its_password,
+    a_project_can_hold_password_logins_until_the_email_is_confirmed,
 );
 
 const ATTACKER_PASSWORD: &str = "mallory picked this one herself";
@@ -202,4 +203,88 @@ async fn a_register_racing_the_owners_code_never_keeps_its_password(backend: Bac
             "{victim}: a password registered beside the owner's proof survived it"
         );
     }
+}
+
+async fn a_project_can_hold_password_logins_until_the_email_is_confirmed(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let project = app
+        .update_settings(portcullis::grpc::pb::UpdateProjectSettingsRequest {
+            password_require_verified_email: Some(true),
+            ..Default::default()
+        })
+        .await;
+    assert!(project.password_require_verified_email);
+    let email = "careful@example.com";
+
+    assert_eq!(
+        register(&app, email, OWNER_PASSWORD).await,
+        StatusCode::CREATED
+    );
+    let refused = app
+        .http
+        .post(url(&app, "login"))
+        .json(&json!({ "username": email, "password": OWNER_PASSWORD }))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let body: Value = refused.json().await.expect("JSON error");
+    assert_eq!(body["statusCode"], 403);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("confirm your email first"),
+        "{body}"
+    );
+    let over_grpc = crate::password::log_in(&app, email, OWNER_PASSWORD)
+        .await
+        .expect_err("gRPC refuses too");
+    assert_eq!(over_grpc.code(), tonic::Code::FailedPrecondition);
+    // A wrong password still says only that.
+    assert_eq!(
+        password_login(&app, email, "not the password at all").await,
+        Err(StatusCode::UNAUTHORIZED)
+    );
+
+    let mail = wait_for(|| app.mails_to(email).into_iter().next())
+        .await
+        .expect("a confirmation mail");
+    let link = decode_mail(&mail)
+        .split_whitespace()
+        .find(|w| w.contains("/auth/email/confirm?token=vfy_"))
+        .expect("a confirmation link")
+        .to_owned();
+    // Opening the link (as a mail scanner would) confirms nothing.
+    let page = app.http.get(&link).send().await.expect("page");
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("<form method=\"post\">")
+    );
+    assert_eq!(
+        password_login(&app, email, OWNER_PASSWORD).await,
+        Err(StatusCode::FORBIDDEN)
+    );
+
+    let token = link.split("token=").nth(1).unwrap();
+    let confirm = |token: String| {
+        app.http
+            .post(link.split('?').next().unwrap())
+            .form(&[("token", token)])
+            .send()
+    };
+    let confirmed = confirm(token.to_owned()).await.expect("confirm");
+    assert_eq!(confirmed.status(), StatusCode::OK);
+    assert!(password_login(&app, email, OWNER_PASSWORD).await.is_ok());
+
+    // The link works once; a made-up one never.
+    let again = confirm(token.to_owned()).await.expect("confirm again");
+    assert_eq!(again.status(), StatusCode::GONE);
+    let forged = confirm("vfy_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into())
+        .await
+        .expect("forged");
+    assert_eq!(forged.status(), StatusCode::GONE);
 }
