@@ -78,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
                 let answer = client
                     .authorize(AuthorizeRequest {
                         token: (*token).clone(),
+                        ..Default::default()
                     })
                     .await;
                 answer.is_ok_and(|a| a.into_inner().role == "user")

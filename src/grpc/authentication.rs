@@ -68,7 +68,12 @@ impl AuthenticationService for AuthenticationApi {
         &self,
         request: Request<AuthorizeRequest>,
     ) -> Result<Response<AuthorizeResponse>, Status> {
-        let answer = match self.auth.authorize(&request.get_ref().token).await? {
+        let body = request.get_ref();
+        let answer = match self
+            .auth
+            .authorize_for(&body.token, Some(&body.project_id))
+            .await?
+        {
             Authorization::Public => AuthorizeResponse {
                 role: "public".into(),
                 ..Default::default()

@@ -188,6 +188,24 @@ pub struct TokenParams {
     token: String,
 }
 
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuthorizeParams {
+    token: String,
+    /// The project the caller serves: another project's token gets role `public`.
+    #[serde(default)]
+    project_id: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ProjectParams {
+    /// The project the caller serves: another project's token gets role `public`.
+    #[serde(default)]
+    project_id: Option<String>,
+}
+
 /// Whether the magic link was followed; once it was, the session (once).
 #[utoipa::path(get, path = "/api/verify/poll", params(TokenParams), tag = "passwordless",
     responses((status = 200, body = SessionBody, description = "`token` is absent until the link was followed"),
@@ -237,13 +255,16 @@ pub struct AuthorizeBody {
 }
 
 /// Who a token belongs to; invalid tokens get the `public` role, not an error.
-#[utoipa::path(get, path = "/api/authorize", params(TokenParams), tag = "passwordless",
+#[utoipa::path(get, path = "/api/authorize", params(AuthorizeParams), tag = "passwordless",
     responses((status = 200, body = AuthorizeBody), (status = "4XX", body = ErrorBody)))]
 async fn authorize(
     State(auth): State<Auth>,
-    ApiQuery(params): ApiQuery<TokenParams>,
+    ApiQuery(params): ApiQuery<AuthorizeParams>,
 ) -> ApiResult<AuthorizeBody> {
-    Ok(Json(match auth.authorize(&params.token).await? {
+    let authorization = auth
+        .authorize_for(&params.token, params.project_id.as_deref())
+        .await?;
+    Ok(Json(match authorization {
         Authorization::Public => AuthorizeBody {
             error: false,
             role: "public",
@@ -284,14 +305,20 @@ pub struct HasuraBody {
 
 /// Hasura's authorization webhook: session variables for the token in `x-token`.
 #[utoipa::path(get, path = "/api/hasura", tag = "passwordless",
-    params(("x-token" = Option<String>, Header, description = "USER_TOKEN or JWT")),
+    params(("x-token" = Option<String>, Header, description = "USER_TOKEN or JWT"), ProjectParams),
     responses((status = 200, body = HasuraBody, description = "`Cache-Control: max-age` never outlives the token")))]
-async fn hasura(State(auth): State<Auth>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn hasura(
+    State(auth): State<Auth>,
+    ApiQuery(params): ApiQuery<ProjectParams>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let token = headers
         .get("x-token")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let authorization = auth.authorize(token).await?;
+    let authorization = auth
+        .authorize_for(token, params.project_id.as_deref())
+        .await?;
     let max_age = auth.cacheable_seconds(&authorization);
     let body = match authorization {
         Authorization::Public => HasuraBody {

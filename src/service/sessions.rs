@@ -114,6 +114,25 @@ impl Auth {
         })
     }
 
+    /// [`Auth::authorize`] bound to a project: a token of any other project is `public`,
+    /// so a caller serving one project never takes another project's user for its own.
+    /// An empty or absent `project_id` binds nothing.
+    pub async fn authorize_for(
+        &self,
+        token: &str,
+        project_id: Option<&str>,
+    ) -> Result<Authorization> {
+        let authorization = self.authorize(token).await?;
+        Ok(match (project_id.map(str::trim), authorization) {
+            (Some(wanted), Authorization::User { project_id, .. })
+                if !wanted.is_empty() && wanted != project_id =>
+            {
+                Authorization::Public
+            }
+            (_, authorization) => authorization,
+        })
+    }
+
     /// How long an answer about this authorization may be cached by a client (e.g. Hasura):
     /// never beyond the token's end, and at most a minute so a logout is seen soon.
     pub fn cacheable_seconds(&self, authorization: &Authorization) -> i64 {

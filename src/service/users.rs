@@ -72,7 +72,7 @@ impl Auth {
             ));
         }
         let mut tx = self.store().begin().await?;
-        if !tx.delete_user(user.id).await? {
+        if !tx.delete_user(user.id, self.now()).await? {
             return Err(Error::NotFound("the user no longer exists".into()));
         }
         tx.commit().await?;

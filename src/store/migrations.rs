@@ -44,6 +44,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0008_email_verification.sql"),
         include_str!("../../migrations/postgres/0008_email_verification.sql"),
     ),
+    (
+        9,
+        "retired uids",
+        include_str!("../../migrations/sqlite/0009_retired_uids.sql"),
+        include_str!("../../migrations/postgres/0009_retired_uids.sql"),
+    ),
 ];
 
 pub(super) fn migrator(backend: Backend) -> Migrator {

@@ -35,13 +35,17 @@ impl Tx {
         row.as_ref().map(UserRecord::from_row).transpose()
     }
 
-    /// Inserts a user; `None` when its name (or uid) is already taken in the project, also
-    /// when a concurrent registration won the race. Never aborts the transaction, so a
-    /// whole import batch can be checked and reported.
+    /// Inserts a user; `None` when its name is already taken in the project, or its uid
+    /// was ever given to a user (of any project, deleted too), also when a concurrent
+    /// registration won the race. Never aborts the transaction, so a whole import batch
+    /// can be checked and reported.
     pub async fn insert_user(&mut self, user: &NewUser) -> StoreResult<Option<UserRecord>> {
+        // (SQLite needs the WHERE to read ON CONFLICT as the upsert clause.)
         let row = sqlx::query(&format!(
             "INSERT INTO users (uid, project_id, name, root, password_hash, created_at, verified_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING
+             SELECT $1, $2, $3, $4, $5, $6, $7
+             WHERE NOT EXISTS (SELECT 1 FROM retired_uids WHERE uid = $1)
+             ON CONFLICT DO NOTHING
              RETURNING {USER_COLUMNS}"
         ))
         .bind(&user.uid)
@@ -125,8 +129,16 @@ impl Tx {
 
     /// Deletes a user; sessions, login requests and recovery tokens go with it (foreign
     /// keys cascade).
-    pub async fn delete_user(&mut self, user_id: i64) -> StoreResult<bool> {
+    pub async fn delete_user(&mut self, user_id: i64, now: i64) -> StoreResult<bool> {
         self.revokes = true;
+        sqlx::query(
+            "INSERT INTO retired_uids (uid, retired_at) SELECT uid, $2 FROM users WHERE id = $1
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(user_id)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
         let done = sqlx::query("DELETE FROM users WHERE id = $1")
             .bind(user_id)
             .execute(&mut *self.tx)

@@ -384,6 +384,7 @@ impl TestApp {
             .clone()
             .authorize(AuthorizeRequest {
                 token: token.into(),
+                ..Default::default()
             })
             .await
             .expect("authorize answers every token")

@@ -21,4 +21,5 @@ mod shim;
 mod shim_password;
 mod smtp;
 mod takeover;
+mod tenants;
 mod texts;
