@@ -4,7 +4,7 @@ use super::Auth;
 use crate::domain::{Email, LoginCode, SecretToken, TokenKind};
 use crate::error::{Error, Result};
 use crate::jwt::ExternalKey;
-use crate::store::{NewProject, NewUser, ProjectRecord};
+use crate::store::{NewProject, NewUser, ProjectRecord, Tx};
 
 /// A new project with its tokens. The admin token is shown here once and stored only as
 /// a hash.
@@ -34,11 +34,26 @@ impl Auth {
         let owner = owner
             .map(|o| Email::parse(o).map_err(|e| Error::invalid("owner", e.0)))
             .transpose()?;
+        let mut tx = self.store().begin().await?;
+        let created = self
+            .insert_project(&mut tx, name, owner.as_ref(), anonymous_login, recovery)
+            .await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    async fn insert_project(
+        &self,
+        tx: &mut Tx,
+        name: &str,
+        owner: Option<&Email>,
+        anonymous_login: bool,
+        recovery: bool,
+    ) -> Result<CreatedProject> {
         let now = self.now();
         let app_token = SecretToken::generate(TokenKind::App);
         let admin_token = SecretToken::generate(TokenKind::Admin);
         let project_id = uuid::Uuid::new_v4().to_string();
-        let mut tx = self.store().begin().await?;
         tx.insert_project(&NewProject {
             id: project_id.clone(),
             name: name.to_owned(),
@@ -49,14 +64,13 @@ impl Auth {
             created_at: now,
         })
         .await?;
-        if let Some(owner) = &owner {
+        if let Some(owner) = owner {
             tx.insert_user(&NewUser {
                 root: true,
                 ..NewUser::new(&project_id, Some(owner.as_str()), now, Some(now))
             })
             .await?;
         }
-        tx.commit().await?;
         Ok(CreatedProject {
             project_id,
             name: name.to_owned(),
@@ -71,12 +85,21 @@ impl Auth {
         &self,
         owner: Option<&str>,
     ) -> Result<Option<CreatedProject>> {
-        if self.store().project_count().await? > 0 {
+        let owner = owner
+            .map(|o| Email::parse(o).map_err(|e| Error::invalid("owner", e.0)))
+            .transpose()?;
+        // Replicas starting together on an empty database: the first-start lock makes
+        // one of them create the project and the others see it.
+        let mut tx = self.store().begin().await?;
+        tx.lock_first_start().await?;
+        if tx.project_count().await? > 0 {
             return Ok(None);
         }
-        self.create_project("Default project", owner, false, false)
-            .await
-            .map(Some)
+        let created = self
+            .insert_project(&mut tx, "Default project", owner.as_ref(), false, false)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(created))
     }
 }
 

@@ -5,13 +5,6 @@ use sqlx::Row;
 use super::*;
 
 impl Store {
-    pub async fn project_count(&self) -> StoreResult<i64> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM projects")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get("n")?)
-    }
-
     pub async fn project_by_app_token(
         &self,
         app_token: &str,
@@ -50,6 +43,25 @@ impl Store {
 }
 
 impl Tx {
+    pub async fn project_count(&mut self) -> StoreResult<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM projects")
+            .fetch_one(&mut *self.tx)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Serializes first-start set-up across processes until this transaction ends. On
+    /// SQLite the transaction already holds the write lock (BEGIN IMMEDIATE).
+    pub async fn lock_first_start(&mut self) -> StoreResult<()> {
+        if self.backend == Backend::Postgres {
+            // A fixed key of our own: "portcullis first start".
+            sqlx::query("SELECT pg_advisory_xact_lock(7076157364011520001)")
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Writes every setting of `project` (the caller merged the change into the record).
     pub async fn update_project_settings(&mut self, project: &ProjectRecord) -> StoreResult<()> {
         sqlx::query(

@@ -7,6 +7,7 @@ mod anonymous;
 mod cancellation;
 mod cli;
 mod external;
+mod first_start;
 mod health;
 mod helpers;
 mod login;
