@@ -169,10 +169,11 @@ impl Application {
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         // Report real readiness from the first answer on, not the library's default.
-        let healthy = self.store.ping().await.is_ok();
+        let healthy = database_works(&self.store, &self.clock).await;
         set_health(&health_reporter, healthy).await;
         let health_task = tokio::spawn(watch_database(
             self.store.clone(),
+            self.clock.clone(),
             health_reporter,
             healthy,
             self.settings.health_interval,
@@ -290,10 +291,27 @@ async fn set_health(reporter: &HealthReporter, healthy: bool) {
     }
 }
 
-/// Pings the database every `interval` and reports every service NOT_SERVING while it
-/// does not answer, SERVING again once it does.
+/// Whether the database answers and takes a write, each within two seconds.
+async fn database_works(store: &Store, clock: &Clock) -> bool {
+    let patience = Duration::from_secs(2);
+    matches!(
+        tokio::time::timeout(patience, store.ping()).await,
+        Ok(Ok(()))
+    ) && match tokio::time::timeout(patience, store.probe_write(clock.now())).await {
+        Ok(Ok(())) => true,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "the database refuses writes");
+            false
+        }
+        Err(_) => false,
+    }
+}
+
+/// Checks the database every `interval` and reports every service NOT_SERVING while it
+/// does not answer or refuses writes (a full disk), SERVING again once it works.
 async fn watch_database(
     store: Store,
+    clock: Clock,
     reporter: HealthReporter,
     mut healthy: bool,
     interval: Duration,
@@ -305,10 +323,7 @@ async fn watch_database(
             _ = &mut stopped => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        let now_healthy = matches!(
-            tokio::time::timeout(Duration::from_secs(2), store.ping()).await,
-            Ok(Ok(()))
-        );
+        let now_healthy = database_works(&store, &clock).await;
         if now_healthy != healthy {
             if now_healthy {
                 tracing::info!("database reachable again: SERVING");

@@ -46,6 +46,10 @@ pub enum Error {
     #[error("the service is temporarily unavailable, retry shortly")]
     Unavailable(#[source] StoreError),
 
+    /// The database's storage is full: writes fail until space is freed.
+    #[error("storage is full: nothing can be saved until the operator frees space; retry later")]
+    StorageFull(#[source] StoreError),
+
     #[error("an internal error occurred")]
     Internal(#[source] anyhow::Error),
 }
@@ -80,7 +84,7 @@ impl Error {
             Error::FailedPrecondition(_) => StatusCode::GONE,
             Error::EmailNotConfirmed(_) => StatusCode::FORBIDDEN,
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable(_) | Error::StorageFull(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -89,6 +93,7 @@ impl Error {
     pub fn log(&self) {
         match self {
             Error::Unavailable(cause) => tracing::warn!(error = %cause, "dependency unavailable"),
+            Error::StorageFull(cause) => tracing::error!(error = %cause, "storage is full"),
             Error::Internal(cause) => tracing::error!(error = ?cause, "internal error"),
             _ => {}
         }
@@ -99,6 +104,7 @@ impl From<StoreError> for Error {
     fn from(error: StoreError) -> Error {
         match error {
             StoreError::Unavailable(_) => Error::Unavailable(error),
+            StoreError::StorageFull(_) => Error::StorageFull(error),
             other => Error::Internal(other.into()),
         }
     }
@@ -116,7 +122,7 @@ impl From<Error> for tonic::Status {
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::FailedPrecondition(_) | Error::EmailNotConfirmed(_) => Code::FailedPrecondition,
             Error::TooManyRequests { .. } => Code::ResourceExhausted,
-            Error::Unavailable(_) => Code::Unavailable,
+            Error::Unavailable(_) | Error::StorageFull(_) => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
         };
         let mut status = tonic::Status::new(code, error.to_string());

@@ -50,6 +50,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0009_retired_uids.sql"),
         include_str!("../../migrations/postgres/0009_retired_uids.sql"),
     ),
+    (
+        11,
+        "health checks",
+        include_str!("../../migrations/sqlite/0011_health_checks.sql"),
+        include_str!("../../migrations/postgres/0011_health_checks.sql"),
+    ),
 ];
 
 pub(super) fn migrator(backend: Backend) -> Migrator {

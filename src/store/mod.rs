@@ -34,6 +34,10 @@ pub enum StoreError {
     /// The database cannot be reached (connection refused, pool timed out, ...).
     #[error("the database is unreachable: {0}")]
     Unavailable(#[source] sqlx::Error),
+    /// The disk (or the database's quota) is full: nothing can be written until space is
+    /// freed.
+    #[error("the database's storage is full: {0}")]
+    StorageFull(#[source] sqlx::Error),
     /// A unique constraint refused the write.
     #[error("a record with the same key already exists")]
     Conflict,
@@ -45,6 +49,9 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> StoreError {
+        if is_storage_full(&error) {
+            return StoreError::StorageFull(error);
+        }
         match &error {
             sqlx::Error::Io(_)
             | sqlx::Error::PoolTimedOut
@@ -62,6 +69,19 @@ impl From<sqlx::Error> for StoreError {
             }
             _ => StoreError::Database(error),
         }
+    }
+}
+
+/// SQLite's SQLITE_FULL (any extended code whose primary code is 13), PostgreSQL's
+/// disk_full (53100), or ENOSPC from the operating system.
+fn is_storage_full(error: &sqlx::Error) -> bool {
+    const ENOSPC: i32 = 28;
+    match error {
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code == "53100" || (code.len() < 5 && code.parse::<i32>().is_ok_and(|c| c & 0xff == 13))
+        }),
+        sqlx::Error::Io(io) => io.raw_os_error() == Some(ENOSPC),
+        _ => false,
     }
 }
 
@@ -177,6 +197,17 @@ impl Store {
     pub async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// A small write, for health checks: a database that answers reads but cannot write
+    /// (full disk, read-only) cannot serve logins either.
+    pub async fn probe_write(&self, now: i64) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE health_checks SET checked_at = $1 WHERE id = 1")
+            .bind(now)
+            .execute(&mut *tx.tx)
+            .await?;
+        tx.commit().await
     }
 
     pub async fn close(&self) {

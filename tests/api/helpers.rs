@@ -107,6 +107,16 @@ impl TestDatabase {
         }
     }
 
+    /// A SQLite database file in `folder` (a small tmpfs, say) inside `dir`, which goes
+    /// with the database.
+    pub fn sqlite_in(dir: tempfile::TempDir, folder: &Path) -> TestDatabase {
+        TestDatabase {
+            url: format!("sqlite://{}", folder.join("portcullis.db").display()),
+            _dir: dir,
+            postgres: None,
+        }
+    }
+
     /// Another handle on the same database, for a second replica; only the original drops it.
     pub fn shared(&self) -> TestDatabase {
         TestDatabase {

@@ -8,6 +8,7 @@ mod cancellation;
 mod cli;
 mod external;
 mod first_start;
+mod full_disk;
 mod health;
 mod helpers;
 mod login;

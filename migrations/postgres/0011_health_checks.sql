@@ -1,0 +1,7 @@
+-- One row the health check rewrites: a database that answers reads but refuses writes
+-- (a full disk, a read-only replica) must show as NOT_SERVING.
+CREATE TABLE health_checks (
+    id BIGINT PRIMARY KEY NOT NULL,
+    checked_at BIGINT NOT NULL
+);
+INSERT INTO health_checks (id, checked_at) VALUES (1, 0);
