@@ -201,6 +201,13 @@ pub struct SettingsArgs {
     /// in milliseconds [default: 60000]
     #[arg(long, env = "PORTCULLIS_KEY_REFRESH_MS", global = true)]
     pub key_refresh_ms: Option<u64>,
+    /// At most this many mails or texts to one recipient a day, beside 10 per 15 minutes [default: 30]
+    #[arg(long, env = "PORTCULLIS_MESSAGES_PER_RECIPIENT_PER_DAY", global = true)]
+    pub messages_per_recipient_per_day: Option<i64>,
+    /// Wrong login codes a name may get in 24 hours over all its code tokens; past it codes
+    /// are refused (magic links keep working) [default: 10]
+    #[arg(long, env = "PORTCULLIS_CODE_FAILURES_PER_NAME", global = true)]
+    pub code_failures_per_name: Option<i64>,
     /// How often the database is checked for the health service, in milliseconds [default: 2000]
     #[arg(long, env = "PORTCULLIS_HEALTH_INTERVAL_MS", global = true)]
     pub health_interval_ms: Option<u64>,
@@ -269,6 +276,17 @@ impl SettingsArgs {
                     .unwrap_or_default(),
             )
             .map_err(|e| anyhow::anyhow!("trusted proxies: {e}"))?,
+            messages_per_recipient_per_day: count(
+                "messages per recipient per day",
+                self.messages_per_recipient_per_day
+                    .or(file.messages_per_recipient_per_day),
+            )?
+            .unwrap_or(defaults.messages_per_recipient_per_day),
+            code_failures_per_name: count(
+                "code failures per name",
+                self.code_failures_per_name.or(file.code_failures_per_name),
+            )?
+            .unwrap_or(defaults.code_failures_per_name),
             ..defaults
         };
         Ok(Settings {
@@ -324,6 +342,15 @@ impl SettingsArgs {
 fn positive(what: &str, value: Option<i64>) -> anyhow::Result<Option<i64>> {
     match value {
         Some(v) if v <= 0 => anyhow::bail!("{what} must be a positive number of seconds"),
+        other => Ok(other),
+    }
+}
+
+fn count(what: &str, value: Option<i64>) -> anyhow::Result<Option<i64>> {
+    match value {
+        Some(v) if !(1..=1_000_000).contains(&v) => {
+            anyhow::bail!("{what} must be a whole number from 1 to 1000000, not {v}")
+        }
         other => Ok(other),
     }
 }

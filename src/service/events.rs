@@ -11,8 +11,6 @@ use crate::store::{EventRecord, LogRecord, UserRecord};
 
 /// The longest log line accepted, in bytes.
 pub const MAX_LOG_DATA_LEN: usize = 8 * 1024;
-/// Log lines one event accepts per minute.
-const LOGS_PER_MINUTE: i64 = 120;
 const MAX_PAGE_SIZE: u32 = 200;
 const DEFAULT_PAGE_SIZE: u32 = 50;
 
@@ -67,12 +65,7 @@ impl Auth {
             .ok_or_else(|| Error::NotFound("unknown event".into()))?;
         let now = self.now();
         let mut tx = self.store().begin().await?;
-        if tx.count_logs_since(&event.id, now - 60).await? >= LOGS_PER_MINUTE {
-            return Err(Error::TooManyRequests {
-                message: format!("this event accepts at most {LOGS_PER_MINUTE} log lines a minute"),
-                retry_after_seconds: 60,
-            });
-        }
+        self.check_log_budget(&mut tx, &event.id, now).await?;
         tx.insert_log(&event.id, data, now).await?;
         tx.commit().await?;
         Ok(())

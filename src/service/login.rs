@@ -3,7 +3,7 @@
 //! is taken only once the code sent to it is confirmed.
 
 use super::{Auth, parse_name, parse_token};
-use crate::domain::{LoginCode, Name, SecretToken, TokenHash, TokenKind, address_block};
+use crate::domain::{LoginCode, Name, SecretToken, TokenHash, TokenKind};
 use crate::error::{Error, Result};
 use crate::service::IssuedSession;
 use crate::store::{
@@ -77,7 +77,8 @@ impl Auth {
     ) -> Result<Authenticated> {
         let now = self.now();
         let mut tx = self.store().begin().await?;
-        self.check_message_budget(&mut tx, name, now).await?;
+        self.check_message_budget(&mut tx, name.as_str(), now)
+            .await?;
         let client_block = self.check_client_budget(&mut tx, client, now).await?;
         let (user, registration) = match tx.user_by_name(&project.id, name.as_str()).await? {
             Some(user) => (user, false),
@@ -161,7 +162,8 @@ impl Auth {
         if tx.user_by_name(&project.id, name.as_str()).await?.is_some() {
             return Err(name_taken());
         }
-        self.check_message_budget(&mut tx, name, now).await?;
+        self.check_message_budget(&mut tx, name.as_str(), now)
+            .await?;
         let client_block = self.check_client_budget(&mut tx, client, now).await?;
         let code_token = self
             .send_login_code(&mut tx, &project, user.id, name, client_block, now)
@@ -198,7 +200,8 @@ impl Auth {
                 "a code was already entered for this login request, so it cannot be resent; start a new login",
             ));
         }
-        self.check_message_budget(&mut tx, &name, now).await?;
+        self.check_message_budget(&mut tx, name.as_str(), now)
+            .await?;
         let project = self.project_by_id(&request.project_id).await?;
         let code = LoginCode::generate(project.code_length);
         let link = SecretToken::generate(TokenKind::Link);
@@ -212,7 +215,8 @@ impl Auth {
                 "this login request changed meanwhile; start a new login",
             ));
         }
-        tx.enqueue_message(&self.code_message(&project, &name, &code, &link, now))
+        let paused = self.codes_paused(&mut tx, name.as_str(), now).await?;
+        tx.enqueue_message(&self.code_message(&project, &name, &code, &link, paused, now))
             .await?;
         tx.commit().await?;
         self.inner.outbox.notify();
@@ -227,6 +231,10 @@ impl Auth {
             .ok_or_else(|| Error::invalid("code", "must be 4 to 8 digits"))?;
         let now = self.now();
         let mut tx = self.store().begin().await?;
+        let Some(known) = tx.login_request(token_hash.as_bytes()).await? else {
+            return Err(dead_request(None, now));
+        };
+        self.check_code_budget(&mut tx, &known.name, now).await?;
         let Some(request) = tx.spend_login_attempt(token_hash.as_bytes(), now).await? else {
             let request = tx.login_request(token_hash.as_bytes()).await?;
             return Err(dead_request(request.as_ref(), now));
@@ -236,7 +244,9 @@ impl Auth {
             .code_key
             .matches(&token_hash, &code, &request.code_hmac)
         {
-            // The spent attempt must stick even though the call fails.
+            // The spent attempt and the failure must stick even though the call fails.
+            self.record_code_failure(&mut tx, &request.name, now)
+                .await?;
             tx.commit().await?;
             return Err(if request.attempts_left > 0 {
                 Error::unauthenticated(format!(
@@ -373,62 +383,21 @@ impl Auth {
             created_at: now,
         })
         .await?;
-        tx.enqueue_message(&self.code_message(project, name, &code, &link, now))
+        let paused = self.codes_paused(tx, name.as_str(), now).await?;
+        tx.enqueue_message(&self.code_message(project, name, &code, &link, paused, now))
             .await?;
         Ok(code_token.into_string())
     }
 
-    /// Refuses to queue more messages to one recipient than the policy allows per window,
-    /// so codes cannot be farmed by asking again and again, and nobody can be flooded.
-    async fn check_message_budget(&self, tx: &mut Tx, name: &Name, now: i64) -> Result<()> {
-        let policy = &self.inner.policy;
-        let sent = tx
-            .count_messages_since(name.as_str(), now - policy.message_window_seconds)
-            .await?;
-        if sent >= policy.messages_per_recipient {
-            return Err(Error::TooManyRequests {
-                message: format!(
-                    "too many codes were sent to this name; try again in {} minutes",
-                    policy.message_window_seconds / 60
-                ),
-                retry_after_seconds: policy.message_window_seconds,
-            });
-        }
-        Ok(())
-    }
-
-    /// Refuses more login requests from one client address block than the policy allows
-    /// per window, whatever names it asks for; returns the block to record.
-    async fn check_client_budget(
-        &self,
-        tx: &mut Tx,
-        client: Option<IpAddr>,
-        now: i64,
-    ) -> Result<Option<String>> {
-        let Some(client) = client else {
-            return Ok(None);
-        };
-        let block = address_block(client);
-        let policy = &self.inner.policy;
-        let since = now - policy.message_window_seconds;
-        if tx.count_login_requests_from(&block, since).await? >= policy.login_requests_per_address {
-            return Err(Error::TooManyRequests {
-                message: format!(
-                    "too many login requests from this address; try again in {} minutes",
-                    policy.message_window_seconds / 60
-                ),
-                retry_after_seconds: policy.message_window_seconds,
-            });
-        }
-        Ok(Some(block))
-    }
-
+    /// The mail (or text) with a code and a link; with codes `paused` for the name (too
+    /// many wrong ones today), the link alone, and why.
     fn code_message(
         &self,
         project: &ProjectRecord,
         name: &Name,
         code: &LoginCode,
         link: &SecretToken,
+        paused: bool,
         now: i64,
     ) -> NewMessage {
         let minutes = (project.code_lifetime_seconds / 60).max(1);
@@ -439,6 +408,27 @@ impl Auth {
             link.expose()
         );
         let (channel, subject, body) = match name {
+            Name::Email(_) if paused => (
+                Channel::Email,
+                format!("Your login link for {}", project.name),
+                format!(
+                    "Log in to {} with this link:\n\n    {url}\n\nIt works once and expires in \
+                     {minutes} minutes.\n\nToo many wrong codes were entered for this address \
+                     today, so login codes are paused for it; the link still works, and only \
+                     someone who can read this mailbox can use it. If you did not try to log \
+                     in, you can ignore this mail.\n",
+                    project.name
+                ),
+            ),
+            Name::Phone(_) if paused => (
+                Channel::Sms,
+                String::new(),
+                format!(
+                    "Log in to {} with this link (too many wrong codes today, so codes are \
+                     paused): {url} It expires in {minutes} minutes.",
+                    project.name
+                ),
+            ),
             Name::Email(_) => (
                 Channel::Email,
                 format!("Your login code for {}: {}", project.name, code.expose()),

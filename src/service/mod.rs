@@ -3,6 +3,7 @@
 
 mod events;
 mod external;
+mod limits;
 mod login;
 mod origins;
 mod password;
@@ -53,6 +54,14 @@ pub struct Policy {
     pub password_failure_window_seconds: i64,
     /// At most this many password hashes or checks run at once (on blocking threads).
     pub password_hashing_concurrency: usize,
+    /// At most this many mails or texts to one recipient per day (beside the window above).
+    pub messages_per_recipient_per_day: i64,
+    /// Wrong codes a name may get over all its code tokens within the window below;
+    /// past it codes are refused (the right one too) and mails carry only the link.
+    pub code_failures_per_name: i64,
+    pub code_failure_window_seconds: i64,
+    /// Log lines one event accepts per minute.
+    pub log_lines_per_event_per_minute: i64,
 }
 
 impl Default for Policy {
@@ -68,6 +77,10 @@ impl Default for Policy {
             password_failures_per_address: 50,
             password_failure_window_seconds: 15 * 60,
             password_hashing_concurrency: PasswordHasher::default_concurrency(),
+            messages_per_recipient_per_day: 30,
+            code_failures_per_name: 10,
+            code_failure_window_seconds: 24 * 3600,
+            log_lines_per_event_per_minute: 120,
         }
     }
 }

@@ -72,8 +72,13 @@ impl ResetLinkState {
     }
 }
 
+/// How long a password check counts as running: far beyond any real check (the hashing
+/// queue gives up after 10 s), so only checks that will never report back expire.
+const PENDING_CHECK_LEASE_SECONDS: i64 = 120;
+
 /// The counters a password check is charged to: the account (by email, known or not, so
 /// the limit itself reveals nothing) and the client address.
+#[derive(Clone)]
 struct AttemptKeys {
     account: String,
     address: Option<String>,
@@ -152,7 +157,10 @@ impl Auth {
             && existing.password_hash.is_some()
             && existing.user.verified_at.is_none()
         {
-            if self.within_message_budget(&mut tx, &email, now).await? {
+            if self
+                .within_message_budget(&mut tx, email.as_str(), now)
+                .await?
+            {
                 self.mail_email_verification(&mut tx, &project, existing.user.id, &email, now)
                     .await?;
                 tx.commit().await?;
@@ -167,7 +175,10 @@ impl Auth {
                     .into(),
             ));
         }
-        if self.within_message_budget(&mut tx, &email, now).await? {
+        if self
+            .within_message_budget(&mut tx, email.as_str(), now)
+            .await?
+        {
             tx.enqueue_message(&existing_account_message(&project, &email, now))
                 .await?;
             tx.commit().await?;
@@ -316,7 +327,9 @@ impl Auth {
         let account = tx
             .password_user_by_name(&project.id, email.as_str())
             .await?;
-        let within_budget = self.within_message_budget(&mut tx, &email, now).await?;
+        let within_budget = self
+            .within_message_budget(&mut tx, email.as_str(), now)
+            .await?;
         match account {
             Some(account) if within_budget => {
                 tx.put_password_reset(account.user.id, token.hash().as_bytes(), expires_at, now)
@@ -522,9 +535,34 @@ impl Auth {
     /// Checks a password, counted against the account and the client address: the check is
     /// registered before the password is judged, so concurrent guesses (on any replica)
     /// all count; a wrong password becomes a failure. Over a limit nothing is checked and
-    /// the caller learns when to come back. A right password leaves its check pending for
-    /// the caller to settle with [`settle_success`] in the transaction that acts on it.
+    /// the caller learns when to come back. A right password is not charged; the caller
+    /// forgives the account's failures with [`settle_success`] when it acts on it.
+    ///
+    /// The check runs in a task of its own: a client that gives up half-way must not
+    /// leave its check pending (five abandoned logins would lock the account). Pending
+    /// checks are also a lease, for a process that dies half-way.
     async fn check_password_counted(
+        &self,
+        keys: &AttemptKeys,
+        password: &Password,
+        stored: Option<&str>,
+    ) -> Result<Verdict> {
+        let (auth, keys, password) = (self.clone(), keys.clone(), password.clone());
+        let stored = stored.map(str::to_owned);
+        let check = tokio::spawn(async move {
+            auth.check_password_counted_now(&keys, &password, stored.as_deref())
+                .await
+        });
+        match check.await {
+            Ok(verdict) => verdict,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(error) => Err(Error::Internal(anyhow::anyhow!(
+                "password check cancelled: {error}"
+            ))),
+        }
+    }
+
+    async fn check_password_counted_now(
         &self,
         keys: &AttemptKeys,
         password: &Password,
@@ -533,9 +571,10 @@ impl Auth {
         let policy = &self.inner.policy;
         let window = policy.password_failure_window_seconds;
         let now = self.now();
+        let pending_until = now + PENDING_CHECK_LEASE_SECONDS;
         let mut tx = self.store().begin().await?;
         let account = tx
-            .spend_password_attempt(&keys.account, now, window)
+            .spend_password_attempt(&keys.account, now, window, pending_until)
             .await?;
         if let Some(refusal) = over_limit(
             account,
@@ -548,7 +587,9 @@ impl Auth {
             return Err(refusal);
         }
         if let Some(address) = &keys.address {
-            let count = tx.spend_password_attempt(address, now, window).await?;
+            let count = tx
+                .spend_password_attempt(address, now, window, pending_until)
+                .await?;
             let limit = policy.password_failures_per_address;
             if let Some(refusal) =
                 over_limit(count, limit, now, window, "from this network address", "")
@@ -568,8 +609,9 @@ impl Auth {
                 }
                 tx.commit().await?;
             }
-            Ok(Verdict::Match { .. }) => {}
-            Err(_) => {
+            // A right password (or a check that could not run) is not charged: neither
+            // the account nor the address (many people behind one address log in fine).
+            Ok(Verdict::Match { .. }) | Err(_) => {
                 tx.refund_password_attempt(&keys.account).await?;
                 if let Some(address) = &keys.address {
                     tx.refund_password_attempt(address).await?;
@@ -578,14 +620,6 @@ impl Auth {
             }
         }
         verdict
-    }
-
-    async fn within_message_budget(&self, tx: &mut Tx, email: &Email, now: i64) -> Result<bool> {
-        let policy = &self.inner.policy;
-        let sent = tx
-            .count_messages_since(email.as_str(), now - policy.message_window_seconds)
-            .await?;
-        Ok(sent < policy.messages_per_recipient)
     }
 
     async fn hasher_hash(&self, password: &Password) -> Result<String> {
@@ -605,14 +639,9 @@ impl Auth {
     }
 }
 
-/// A right password: the account's failures are forgiven, and neither the account nor the
-/// address is charged for the check (many people behind one address log in fine).
+/// A right password acted on: the account's failures are forgiven.
 async fn settle_success(tx: &mut Tx, keys: &AttemptKeys) -> Result<()> {
     tx.clear_password_failures(&keys.account).await?;
-    tx.refund_password_attempt(&keys.account).await?;
-    if let Some(address) = &keys.address {
-        tx.refund_password_attempt(address).await?;
-    }
     Ok(())
 }
 

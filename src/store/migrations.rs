@@ -39,6 +39,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/postgres/0005_login_request_clients.sql"),
     ),
     (
+        6,
+        "limits",
+        include_str!("../../migrations/sqlite/0006_limits.sql"),
+        include_str!("../../migrations/postgres/0006_limits.sql"),
+    ),
+    (
         8,
         "email verification",
         include_str!("../../migrations/sqlite/0008_email_verification.sql"),

@@ -5,6 +5,7 @@
 
 mod events;
 mod keys;
+mod limits;
 mod logins;
 mod migrations;
 mod outbox;

@@ -172,28 +172,34 @@ impl Tx {
 
     /// Registers one password check against `key` before the password is judged (as
     /// pending), and returns the key's counts. A window older than `window_seconds` starts
-    /// over. Atomic, so concurrent guesses on any number of replicas all count.
+    /// over. Atomic, so concurrent guesses on any number of replicas all count. Pending
+    /// checks are a lease until `pending_until`: checks that never reported back (their
+    /// process died) stop counting then.
     pub async fn spend_password_attempt(
         &mut self,
         key: &str,
         now: i64,
         window_seconds: i64,
+        pending_until: i64,
     ) -> StoreResult<AttemptCount> {
         let row = sqlx::query(
-            "INSERT INTO password_failures (key, failures, pending, window_started_at)
-             VALUES ($1, 0, 1, $2)
+            "INSERT INTO password_failures (key, failures, pending, window_started_at, pending_until)
+             VALUES ($1, 0, 1, $2, $4)
              ON CONFLICT (key) DO UPDATE SET
                failures = CASE WHEN password_failures.window_started_at <= $3 THEN 0
                                ELSE password_failures.failures END,
-               pending = CASE WHEN password_failures.window_started_at <= $3 THEN 1
+               pending = CASE WHEN password_failures.window_started_at <= $3
+                                OR password_failures.pending_until <= $2 THEN 1
                               ELSE password_failures.pending + 1 END,
                window_started_at = CASE WHEN password_failures.window_started_at <= $3 THEN $2
-                                        ELSE password_failures.window_started_at END
+                                        ELSE password_failures.window_started_at END,
+               pending_until = $4
              RETURNING failures, pending, window_started_at",
         )
         .bind(key)
         .bind(now)
         .bind(now - window_seconds)
+        .bind(pending_until)
         .fetch_one(&mut *self.tx)
         .await?;
         Ok(AttemptCount {
@@ -237,7 +243,6 @@ impl Tx {
         Ok(())
     }
 
-    /// Stores a user's reset token, replacing any earlier one (which stops working).
     /// The statements of [`Tx::put_password_reset`] and [`Tx::enqueue_message`], matching
     /// no row: ForgotPassword for an unknown email costs what it costs for a known one.
     pub async fn shadow_password_reset(
@@ -307,6 +312,7 @@ impl Tx {
         Ok(Some(user_id))
     }
 
+    /// Stores a user's reset token, replacing any earlier one (which stops working).
     pub async fn put_password_reset(
         &mut self,
         user_id: i64,

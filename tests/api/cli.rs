@@ -374,3 +374,26 @@ fn settings_come_from_the_flag_then_the_environment_then_the_file() {
         "a clear error for a bad setting"
     );
 }
+
+#[test]
+fn bad_limit_settings_are_refused_at_start_with_the_setting_named() {
+    for (flag, value, words) in [
+        ("--code-failures-per-name", "0", "code failures per name"),
+        (
+            "--messages-per-recipient-per-day=-3",
+            "",
+            "messages per recipient per day",
+        ),
+        ("--messages-per-recipient-per-day", "many", "invalid value"),
+    ] {
+        let mut command = portcullis();
+        command.args(["migrate", flag]);
+        if !value.is_empty() {
+            command.arg(value);
+        }
+        let refused = command.output().unwrap();
+        assert!(!refused.status.success(), "{flag} {value} was accepted");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains(words), "{flag} {value}: {stderr}");
+    }
+}
