@@ -19,7 +19,7 @@ use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::delivery::{self, Deliverer, MailTransport, OutboxSignal};
+use crate::delivery::{self, Deliverer, MailTransport, OutboxSignal, WebhookClient};
 use crate::domain::{Clock, CodeKey};
 use crate::grpc;
 use crate::http;
@@ -110,8 +110,10 @@ impl Application {
         let deliverer = Deliverer::new(
             mail,
             settings.sms_webhook.clone(),
+            WebhookClient::new(settings.policy.webhook_allow_private),
             settings.mail_outbox.clone(),
             settings.mail_from.clone(),
+            settings.mail_sender_domains.clone(),
         );
 
         Ok(Application {

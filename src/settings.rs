@@ -7,7 +7,7 @@ use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::delivery::SmsWebhook;
+use crate::delivery::{SmsWebhook, check_webhook_url};
 use crate::domain::TrustedProxies;
 use crate::service::Policy;
 
@@ -201,6 +201,15 @@ pub struct SettingsArgs {
     /// in milliseconds [default: 60000]
     #[arg(long, env = "PORTCULLIS_KEY_REFRESH_MS", global = true)]
     pub key_refresh_ms: Option<u64>,
+    /// Let webhooks reach loopback, private and link-local addresses, and use plain http
+    /// (for a webhook on the local network; off, a project admin cannot make the service
+    /// call into its own network) [default: false]
+    #[arg(long, env = "PORTCULLIS_WEBHOOK_ALLOW_PRIVATE", global = true, num_args = 0..=1, default_missing_value = "true")]
+    pub webhook_allow_private: Option<bool>,
+    /// Domains a project's mail_sender may send from, comma-separated; other senders keep
+    /// their display name on the --mail-from address [default: none]
+    #[arg(long, env = "PORTCULLIS_MAIL_SENDER_DOMAINS", global = true)]
+    pub mail_sender_domains: Option<String>,
     /// At most this many mails or texts to one recipient a day, beside 10 per 15 minutes [default: 30]
     #[arg(long, env = "PORTCULLIS_MESSAGES_PER_RECIPIENT_PER_DAY", global = true)]
     pub messages_per_recipient_per_day: Option<i64>,
@@ -225,6 +234,8 @@ pub struct Settings {
     pub sms_webhook: Option<SmsWebhook>,
     pub mail_from: String,
     pub mail_outbox: PathBuf,
+    /// Domains projects may send mail from; other senders keep only their display name.
+    pub mail_sender_domains: Vec<String>,
     /// `None`: `http://` + the address actually bound (known only after binding).
     pub public_url: Option<String>,
     pub owner: Option<String>,
@@ -287,8 +298,34 @@ impl SettingsArgs {
                 self.code_failures_per_name.or(file.code_failures_per_name),
             )?
             .unwrap_or(defaults.code_failures_per_name),
+            webhook_allow_private: self
+                .webhook_allow_private
+                .or(file.webhook_allow_private)
+                .unwrap_or(false),
             ..defaults
         };
+        let sms_webhook = self
+            .sms_webhook_url
+            .or(file.sms_webhook_url)
+            .map(|url| SmsWebhook {
+                url,
+                secret: self
+                    .sms_webhook_secret
+                    .or(file.sms_webhook_secret)
+                    .map(SecretString::from),
+            });
+        if let Some(webhook) = &sms_webhook {
+            check_webhook_url(&webhook.url, policy.webhook_allow_private)
+                .map_err(|e| anyhow::anyhow!("SMS webhook URL {:?} {e}", webhook.url))?;
+        }
+        let mail_sender_domains = self
+            .mail_sender_domains
+            .or(file.mail_sender_domains)
+            .unwrap_or_default()
+            .split(',')
+            .map(|d| d.trim().to_ascii_lowercase())
+            .filter(|d| !d.is_empty())
+            .collect();
         Ok(Settings {
             listen,
             database_url: self
@@ -296,16 +333,8 @@ impl SettingsArgs {
                 .or(file.database_url)
                 .unwrap_or_else(|| "sqlite://portcullis.db".into()),
             smtp_url: self.smtp_url.or(file.smtp_url).map(SecretString::from),
-            sms_webhook: self
-                .sms_webhook_url
-                .or(file.sms_webhook_url)
-                .map(|url| SmsWebhook {
-                    url,
-                    secret: self
-                        .sms_webhook_secret
-                        .or(file.sms_webhook_secret)
-                        .map(SecretString::from),
-                }),
+            sms_webhook,
+            mail_sender_domains,
             mail_from: self
                 .mail_from
                 .or(file.mail_from)

@@ -60,3 +60,49 @@ pub fn validate_sender(sender: &str) -> Result<(), String> {
         .map(|_| ())
         .map_err(|_| "must be a mail address, optionally with a name: Name <address@domain>".into())
 }
+
+/// The From of a project's mail: its `mail_sender` as given when the address's domain is
+/// one the operator listed (`--mail-sender-domains`); otherwise only its display name, on
+/// the server's own address, so a project cannot send as someone else's domain.
+pub fn sender_for(requested: Option<&str>, server: &str, allowed_domains: &[String]) -> String {
+    let Some(requested) = requested.and_then(|r| r.parse::<lettre::message::Mailbox>().ok()) else {
+        return server.to_owned();
+    };
+    let domain = requested.email.domain().to_ascii_lowercase();
+    if allowed_domains
+        .iter()
+        .any(|d| d.eq_ignore_ascii_case(&domain))
+    {
+        return requested.to_string();
+    }
+    match server.parse::<lettre::message::Mailbox>() {
+        Ok(server) => {
+            lettre::message::Mailbox::new(requested.name.or(server.name), server.email).to_string()
+        }
+        Err(_) => server.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_project_sender_keeps_its_name_but_not_a_foreign_address() {
+        let server = "Portcullis <no-reply@auth.example.com>";
+        let allowed = vec!["acme.test".to_owned()];
+        assert_eq!(
+            sender_for(Some("Acme <login@acme.test>"), server, &allowed),
+            "Acme <login@acme.test>"
+        );
+        assert_eq!(
+            sender_for(Some("Bank <security@bank.test>"), server, &allowed),
+            "Bank <no-reply@auth.example.com>"
+        );
+        assert_eq!(
+            sender_for(Some("security@bank.test"), server, &allowed),
+            server
+        );
+        assert_eq!(sender_for(None, server, &allowed), server);
+    }
+}

@@ -13,8 +13,8 @@ use tokio::sync::Notify;
 use crate::domain::Clock;
 use crate::store::{Channel, OutboxMessage, Store};
 
-pub use mail::{MailTransport, build_message, validate_sender};
-pub use sms::SmsWebhook;
+pub use mail::{MailTransport, build_message, sender_for, validate_sender};
+pub use sms::{SmsWebhook, WebhookClient, check_webhook_url};
 
 /// Sends one message for real, or writes it into the outbox folder.
 #[derive(Clone)]
@@ -22,25 +22,30 @@ pub struct Deliverer {
     mail: MailTransport,
     /// The service-wide SMS webhook; a project's own webhook takes precedence.
     sms: Option<SmsWebhook>,
-    http: reqwest::Client,
+    webhooks: WebhookClient,
     /// Where texts go while no SMS webhook is configured, and mails in folder mode.
     outbox_dir: PathBuf,
     default_sender: String,
+    /// Domains projects may send from (`--mail-sender-domains`).
+    sender_domains: Vec<String>,
 }
 
 impl Deliverer {
     pub fn new(
         mail: MailTransport,
         sms: Option<SmsWebhook>,
+        webhooks: WebhookClient,
         outbox_dir: PathBuf,
         default_sender: String,
+        sender_domains: Vec<String>,
     ) -> Deliverer {
         Deliverer {
             mail,
             sms,
-            http: sms::client(),
+            webhooks,
             outbox_dir,
             default_sender,
+            sender_domains,
         }
     }
 
@@ -62,9 +67,13 @@ impl Deliverer {
     ) -> Result<(), String> {
         match message.channel {
             Channel::Email => {
-                let sender = message.sender.as_deref().unwrap_or(&self.default_sender);
+                let sender = sender_for(
+                    message.sender.as_deref(),
+                    &self.default_sender,
+                    &self.sender_domains,
+                );
                 let mail =
-                    build_message(sender, &message.recipient, &message.subject, &message.body)?;
+                    build_message(&sender, &message.recipient, &message.subject, &message.body)?;
                 match &self.mail {
                     MailTransport::Smtp(transport) => mail::send(transport, mail).await,
                     MailTransport::Folder => {
@@ -74,7 +83,9 @@ impl Deliverer {
             }
             Channel::Sms => match project_sms.as_ref().or(self.sms.as_ref()) {
                 Some(webhook) => {
-                    sms::send(&self.http, webhook, &message.recipient, &message.body).await
+                    self.webhooks
+                        .send(webhook, &message.recipient, &message.body)
+                        .await
                 }
                 None => {
                     let text = format!("To: {}\n\n{}\n", message.recipient, message.body);

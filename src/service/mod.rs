@@ -62,6 +62,8 @@ pub struct Policy {
     pub code_failure_window_seconds: i64,
     /// Log lines one event accepts per minute.
     pub log_lines_per_event_per_minute: i64,
+    /// Webhooks may target private and loopback addresses, over plain http too.
+    pub webhook_allow_private: bool,
 }
 
 impl Default for Policy {
@@ -81,6 +83,7 @@ impl Default for Policy {
             code_failures_per_name: 10,
             code_failure_window_seconds: 24 * 3600,
             log_lines_per_event_per_minute: 120,
+            webhook_allow_private: false,
         }
     }
 }

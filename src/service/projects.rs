@@ -385,6 +385,13 @@ impl Auth {
         change: &SettingsChange,
     ) -> Result<ProjectSettings> {
         change.apply(&mut project)?;
+        // Refused early when the URL alone shows it; the sender checks again after DNS.
+        if let Some(url) = &project.sms_webhook_url
+            && change.sms_webhook_url.is_some()
+        {
+            crate::delivery::check_webhook_url(url, self.inner.policy.webhook_allow_private)
+                .map_err(|e| Error::invalid("sms_webhook_url", e))?;
+        }
         let mut tx = self.store().begin().await?;
         tx.update_project_settings(&project).await?;
         tx.commit().await?;

@@ -250,6 +250,8 @@ pub async fn spawn_app_on(
     settings.owner = Some(OWNER.into());
     settings.mail_outbox = outbox_dir.path().to_path_buf();
     settings.health_interval = Duration::from_millis(100);
+    // Tests' webhooks listen on 127.0.0.1; the SSRF tests turn this off again.
+    settings.policy.webhook_allow_private = true;
     configure(&mut settings);
 
     let app = Application::build(settings)

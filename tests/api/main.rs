@@ -26,3 +26,4 @@ mod smtp;
 mod takeover;
 mod tenants;
 mod texts;
+mod webhooks;
