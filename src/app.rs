@@ -5,12 +5,13 @@
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderName, Request, header};
+use axum::response::IntoResponse;
 use axum::response::Response;
-use axum::serve::ListenerExt;
 use secrecy::ExposeSecret;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
@@ -24,9 +25,10 @@ use crate::domain::{Clock, CodeKey};
 use crate::grpc;
 use crate::http;
 use crate::jwt::JwtKeys;
+use crate::server::{self, ConnectionLimits};
 use crate::service::{Auth, CreatedProject};
 use crate::settings::Settings;
-use crate::store::Store;
+use crate::store::{DatabaseTimeouts, Store};
 
 pub struct Application {
     listener: TcpListener,
@@ -42,8 +44,8 @@ pub struct Application {
 
 /// Opens the database and applies migrations; waits a little for a database that is still
 /// starting, then gives up with the cause.
-pub async fn open_store(database_url: &str) -> anyhow::Result<Store> {
-    let store = Store::connect(database_url)?;
+pub async fn open_store(database_url: &str, timeouts: &DatabaseTimeouts) -> anyhow::Result<Store> {
+    let store = Store::connect_with(database_url, timeouts)?;
     let mut tries = 0;
     loop {
         match store.migrate().await {
@@ -91,7 +93,7 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
         let address = listener.local_addr()?;
         let clock = Clock::default();
-        let store = open_store(&settings.database_url)
+        let store = open_store(&settings.database_url, &settings.database)
             .await?
             .with_session_cache(settings.session_cache);
         let outbox = OutboxSignal::default();
@@ -245,35 +247,94 @@ impl Application {
                     .layer(PropagateRequestIdLayer::new(request_id)),
             );
 
-        // Without NODELAY, small gRPC responses wait on Nagle's algorithm (~40 ms stalls).
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
+        // Innermost of all, so a request cut off here is answered with the timeout.
+        let app = app.layer(axum::middleware::from_fn_with_state(
+            self.settings.request_timeout,
+            request_deadline,
+        ));
+
         tracing::info!(address = %self.address, "serving gRPC and HTTP");
-        let server = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+        let limits = ConnectionLimits {
+            header_read_timeout: self.settings.header_read_timeout,
+            max_connections: self.settings.max_connections,
+        };
+        let deadline = self.settings.shutdown_timeout;
+        let signalled = Arc::new(std::sync::OnceLock::new());
+        let signal_time = signalled.clone();
+        server::serve(
+            self.listener,
+            app,
+            limits,
+            async move {
+                shutdown.await;
+                let _ = signal_time.set(Instant::now());
+                tracing::info!("shutting down: finishing in-flight requests");
+            },
+            deadline,
         )
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: finishing in-flight requests");
-        });
-        let result = server.await;
+        .await;
+        // What is left of the shutdown timeout (at least a second) for the rest.
+        let spent = signalled.get().map(Instant::elapsed).unwrap_or_default();
+        let left = deadline.saturating_sub(spent).max(Duration::from_secs(1));
         let _ = stop_tx.send(true);
-        let _ = tokio::join!(health_task, worker, revocations, key_refresh);
-        self.store.close().await;
-        result.map_err(Into::into)
+        // Background tasks stop at their next step; one stuck on a silent database does
+        // not keep the process alive past the shutdown timeout.
+        let stopped = async {
+            let _ = tokio::join!(health_task, worker, revocations, key_refresh);
+            self.store.close().await;
+        };
+        if tokio::time::timeout(left, stopped).await.is_err() {
+            tracing::warn!("shutdown: background tasks did not stop in time; exiting anyway");
+        }
+        Ok(())
     }
+}
+
+/// Answers a request that runs past `timeout`: DEADLINE_EXCEEDED for gRPC callers, 503
+/// with `Retry-After` for HTTP ones. What the request had started is not left half-done:
+/// transactions begin and commit to completion on their own tasks (see `store`).
+async fn request_deadline(
+    axum::extract::State(timeout): axum::extract::State<Duration>,
+    request: Request<Body>,
+    next: axum::middleware::Next,
+) -> Response {
+    let grpc = is_grpc(&request);
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let message = format!(
+                "the request took longer than {} seconds; retry later",
+                timeout.as_secs()
+            );
+            if grpc {
+                tonic::Status::deadline_exceeded(message).into_http()
+            } else {
+                let mut response = (
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    axum::Json(serde_json::json!({ "error": message })),
+                )
+                    .into_response();
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("1"),
+                );
+                response
+            }
+        }
+    }
+}
+
+fn is_grpc(request: &Request<Body>) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
 /// Unknown paths: a gRPC "unimplemented" for gRPC clients, a plain 404 for everyone else.
 async fn not_found(request: Request<Body>) -> Response {
-    let is_grpc = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"));
-    if is_grpc {
+    if is_grpc(&request) {
         tonic::Status::unimplemented(format!("no such method: {}", request.uri().path()))
             .into_http()
     } else {

@@ -4,7 +4,9 @@
 //! # Layout
 //! - [`settings`]: command line, environment and TOML settings.
 //! - [`app`]: assembly of everything below into one listener; graceful shutdown; health;
-//!   request ids.
+//!   request ids and deadlines.
+//! - [`server`]: the accept loop, with the limits slow clients meet (header deadline,
+//!   connection cap) and the graceful drain.
 //! - [`grpc`]: the `portcullis.v1` services (authentication, verification, recovery, logs,
 //!   passwords, admin). Thin: decode, call [`service`], encode.
 //! - [`http`]: the JSON shim (`/api/...` passwordless, `/project/{id}/auth/...` password),
@@ -30,6 +32,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod jwt;
+pub mod server;
 pub mod service;
 pub mod settings;
 pub mod store;

@@ -17,7 +17,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
         Command::Migrate => {
-            open_store(&settings.database_url).await?;
+            open_store(&settings.database_url, &settings.database).await?;
             tracing::info!("migrations applied");
             Ok(())
         }
@@ -96,7 +96,7 @@ async fn main() -> anyhow::Result<()> {
 async fn offline_auth(
     settings: &portcullis::Settings,
 ) -> anyhow::Result<portcullis::service::Auth> {
-    let store = open_store(&settings.database_url).await?;
+    let store = open_store(&settings.database_url, &settings.database).await?;
     let public_url = settings.public_url_for(&settings.listen);
     build_auth(
         &store,
@@ -170,10 +170,26 @@ fn init_tracing(json: bool) {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| QuietStderr);
     if json {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+/// Standard error for logs, ignoring write errors: a log pipe that closed (a collector
+/// restarting, a parent that stopped reading) must not take the service down with it.
+struct QuietStderr;
+
+impl std::io::Write for QuietStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::delivery::{SmsWebhook, check_webhook_url};
 use crate::domain::TrustedProxies;
 use crate::service::Policy;
+pub use crate::store::DatabaseTimeouts;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -210,6 +211,33 @@ pub struct SettingsArgs {
     /// their display name on the --mail-from address [default: none]
     #[arg(long, env = "PORTCULLIS_MAIL_SENDER_DOMAINS", global = true)]
     pub mail_sender_domains: Option<String>,
+    /// Seconds a client has to send its request headers (and a new connection its first
+    /// byte) before the connection is closed [default: 10]
+    #[arg(long, env = "PORTCULLIS_HEADER_READ_TIMEOUT", global = true)]
+    pub header_read_timeout: Option<i64>,
+    /// At most this many open connections; further clients wait until one closes [default: 10000]
+    #[arg(long, env = "PORTCULLIS_MAX_CONNECTIONS", global = true)]
+    pub max_connections: Option<i64>,
+    /// Seconds a request (HTTP or gRPC) may run before it is answered with a timeout [default: 30]
+    #[arg(long, env = "PORTCULLIS_REQUEST_TIMEOUT", global = true)]
+    pub request_timeout: Option<i64>,
+    /// Seconds in-flight requests get after SIGTERM; then the process exits anyway [default: 30]
+    #[arg(long, env = "PORTCULLIS_SHUTDOWN_TIMEOUT", global = true)]
+    pub shutdown_timeout: Option<i64>,
+    /// PostgreSQL: milliseconds one statement may run before the server cancels it [default: 10000]
+    #[arg(long, env = "PORTCULLIS_DATABASE_STATEMENT_TIMEOUT_MS", global = true)]
+    pub database_statement_timeout_ms: Option<i64>,
+    /// PostgreSQL: milliseconds a transaction may sit idle (its client gone quiet) before the
+    /// server ends it and frees its locks [default: 15000]
+    #[arg(
+        long,
+        env = "PORTCULLIS_DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+        global = true
+    )]
+    pub database_idle_in_transaction_timeout_ms: Option<i64>,
+    /// Milliseconds to wait for a database connection (connecting included) [default: 3000]
+    #[arg(long, env = "PORTCULLIS_DATABASE_ACQUIRE_TIMEOUT_MS", global = true)]
+    pub database_acquire_timeout_ms: Option<i64>,
     /// At most this many mails or texts to one recipient a day, beside 10 per 15 minutes [default: 30]
     #[arg(long, env = "PORTCULLIS_MESSAGES_PER_RECIPIENT_PER_DAY", global = true)]
     pub messages_per_recipient_per_day: Option<i64>,
@@ -236,6 +264,11 @@ pub struct Settings {
     pub mail_outbox: PathBuf,
     /// Domains projects may send mail from; other senders keep only their display name.
     pub mail_sender_domains: Vec<String>,
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+    pub request_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub database: DatabaseTimeouts,
     /// `None`: `http://` + the address actually bound (known only after binding).
     pub public_url: Option<String>,
     pub owner: Option<String>,
@@ -335,6 +368,46 @@ impl SettingsArgs {
             smtp_url: self.smtp_url.or(file.smtp_url).map(SecretString::from),
             sms_webhook,
             mail_sender_domains,
+            header_read_timeout: seconds(
+                "header read timeout",
+                self.header_read_timeout.or(file.header_read_timeout),
+                10,
+            )?,
+            max_connections: count(
+                "max connections",
+                self.max_connections.or(file.max_connections),
+            )?
+            .unwrap_or(10_000) as usize,
+            request_timeout: seconds(
+                "request timeout",
+                self.request_timeout.or(file.request_timeout),
+                30,
+            )?,
+            shutdown_timeout: seconds(
+                "shutdown timeout",
+                self.shutdown_timeout.or(file.shutdown_timeout),
+                30,
+            )?,
+            database: DatabaseTimeouts {
+                statement: millis(
+                    "database statement timeout",
+                    self.database_statement_timeout_ms
+                        .or(file.database_statement_timeout_ms),
+                    10_000,
+                )?,
+                idle_in_transaction: millis(
+                    "database idle-in-transaction timeout",
+                    self.database_idle_in_transaction_timeout_ms
+                        .or(file.database_idle_in_transaction_timeout_ms),
+                    15_000,
+                )?,
+                acquire: millis(
+                    "database acquire timeout",
+                    self.database_acquire_timeout_ms
+                        .or(file.database_acquire_timeout_ms),
+                    3_000,
+                )?,
+            },
             mail_from: self
                 .mail_from
                 .or(file.mail_from)
@@ -372,6 +445,26 @@ fn positive(what: &str, value: Option<i64>) -> anyhow::Result<Option<i64>> {
     match value {
         Some(v) if v <= 0 => anyhow::bail!("{what} must be a positive number of seconds"),
         other => Ok(other),
+    }
+}
+
+fn seconds(what: &str, value: Option<i64>, default: u64) -> anyhow::Result<Duration> {
+    match value {
+        Some(v) if !(1..=86_400).contains(&v) => {
+            anyhow::bail!("{what} must be 1 to 86400 seconds, not {v}")
+        }
+        Some(v) => Ok(Duration::from_secs(v as u64)),
+        None => Ok(Duration::from_secs(default)),
+    }
+}
+
+fn millis(what: &str, value: Option<i64>, default: u64) -> anyhow::Result<Duration> {
+    match value {
+        Some(v) if !(1..=3_600_000).contains(&v) => {
+            anyhow::bail!("{what} must be 1 to 3600000 milliseconds, not {v}")
+        }
+        Some(v) => Ok(Duration::from_millis(v as u64)),
+        None => Ok(Duration::from_millis(default)),
     }
 }
 

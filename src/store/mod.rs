@@ -106,6 +106,33 @@ impl Backend {
     }
 }
 
+/// How long the database may take, so a silent network partition ends in errors the
+/// service recovers from instead of calls that hang and hold locks forever.
+#[derive(Clone, Debug)]
+pub struct DatabaseTimeouts {
+    /// PostgreSQL cancels a statement running longer (`statement_timeout`).
+    pub statement: Duration,
+    /// PostgreSQL ends a transaction whose client went quiet, freeing its locks
+    /// (`idle_in_transaction_session_timeout`).
+    pub idle_in_transaction: Duration,
+    /// Waiting for a pooled connection, connecting included.
+    pub acquire: Duration,
+}
+
+impl Default for DatabaseTimeouts {
+    fn default() -> DatabaseTimeouts {
+        DatabaseTimeouts {
+            statement: Duration::from_secs(10),
+            idle_in_transaction: Duration::from_secs(15),
+            acquire: Duration::from_secs(3),
+        }
+    }
+}
+
+/// How long returning a connection to the pool may take: a connection that does not
+/// answer a ping by then is on a dead link, and is dropped instead of pooled.
+const RELEASE_PING_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A handle on the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -120,6 +147,11 @@ impl Store {
     /// Connects lazily (so the service starts, and reports NOT_SERVING, while the database
     /// is down). A SQLite file is created if missing and put in WAL mode.
     pub fn connect(url: &str) -> StoreResult<Store> {
+        Store::connect_with(url, &DatabaseTimeouts::default())
+    }
+
+    /// [`Store::connect`] with the given timeouts.
+    pub fn connect_with(url: &str, timeouts: &DatabaseTimeouts) -> StoreResult<Store> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url).ok_or_else(|| {
             StoreError::Database(sqlx::Error::Configuration(
@@ -128,15 +160,23 @@ impl Store {
             ))
         })?;
         let mut options = AnyPoolOptions::new()
-            .acquire_timeout(Duration::from_secs(3))
+            .acquire_timeout(timeouts.acquire)
             .idle_timeout(Duration::from_secs(300))
+            // Connections are renewed now and then, so none outlives a changed route.
+            .max_lifetime(Duration::from_secs(1800))
             .after_release(|conn, _| {
                 Box::pin(async move {
                     // A connection that comes back still inside a transaction was
                     // abandoned mid-way (a failed ROLLBACK, or a cancelled BEGIN). Closing
                     // it is the one sure way to end that transaction and free its locks.
-                    // The ping lets SQLite's worker finish a rollback it has queued.
-                    Ok(conn.ping().await.is_ok() && !conn.is_in_transaction())
+                    // The ping lets SQLite's worker finish a rollback it has queued, and
+                    // finds a PostgreSQL link that went silent: such a connection would
+                    // otherwise hang whoever gets it next.
+                    let alive = matches!(
+                        tokio::time::timeout(RELEASE_PING_TIMEOUT, conn.ping()).await,
+                        Ok(Ok(()))
+                    );
+                    Ok(alive && !conn.is_in_transaction())
                 })
             });
         let url = match backend {
@@ -169,7 +209,25 @@ impl Store {
                 }
             }
             Backend::Postgres => {
-                options = options.max_connections(16);
+                let statement = timeouts.statement.as_millis() as i64;
+                let idle = timeouts.idle_in_transaction.as_millis() as i64;
+                options = options.max_connections(16).after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        // The server's side of a partition: it cancels what runs too long,
+                        // ends transactions whose client went quiet (freeing their locks)
+                        // and probes idle clients, dropping the dead ones.
+                        for setting in [
+                            format!("SET statement_timeout = {statement}"),
+                            format!("SET idle_in_transaction_session_timeout = {idle}"),
+                            "SET tcp_keepalives_idle = 10".to_owned(),
+                            "SET tcp_keepalives_interval = 5".to_owned(),
+                            "SET tcp_keepalives_count = 3".to_owned(),
+                        ] {
+                            sqlx::query(&setting).execute(&mut *conn).await?;
+                        }
+                        Ok(())
+                    })
+                });
                 url.to_owned()
             }
         };

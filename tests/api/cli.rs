@@ -139,8 +139,9 @@ fn serve_prints_the_default_project_once_and_exits_cleanly_on_sigterm() {
         let output = child.wait_with_output().unwrap();
         assert!(
             output.status.success(),
-            "exit 0 after SIGTERM, got {:?}",
-            output.status
+            "exit 0 after SIGTERM, got {:?}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
         );
         let stdout = String::from_utf8(output.stdout).unwrap();
         assert_eq!(stdout.contains("app_token:"), expect_project, "{stdout}");

@@ -19,6 +19,7 @@ mod magic_link;
 mod password;
 mod password_browser;
 mod recovery;
+mod resilience;
 mod server;
 mod shim;
 mod shim_password;

@@ -1,0 +1,109 @@
+//! The listener: one accept loop serving gRPC (HTTP/2) and the JSON shim (HTTP/1.1) on one
+//! port, with the limits a public listener needs so slow clients cannot hold it: a
+//! deadline for the request headers (and for the first byte, so silent connections go),
+//! a cap on open connections (past it, new ones wait in the kernel's backlog), and a
+//! graceful drain on shutdown.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+/// What a connection may cost the server.
+#[derive(Clone, Debug)]
+pub struct ConnectionLimits {
+    /// A client must send its first byte, and HTTP/1 request headers, within this time.
+    pub header_read_timeout: Duration,
+    /// At most this many connections are served at once.
+    pub max_connections: usize,
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting and lets
+/// open connections finish their requests for up to `drain_timeout`.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+    drain_timeout: Duration,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        // Dead peers on HTTP/2 (gRPC) are found by pings, not left open forever.
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let builder = Arc::new(builder);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Without NODELAY, small gRPC responses wait on Nagle's algorithm (~40 ms stalls).
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let first_byte_timeout = limits.header_read_timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            // A connection that never says anything is closed like slow headers are.
+            let mut probe = [0u8; 1];
+            match tokio::time::timeout(first_byte_timeout, stream.peek(&mut probe)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+            let service = TowerToHyperService::new(app.map_request(
+                move |request: hyper::Request<Incoming>| {
+                    let mut request = request.map(Body::new);
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    request
+                },
+            ));
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(error) = watcher.watch(connection.into_owned()).await {
+                tracing::debug!(%error, %peer, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            seconds = drain_timeout.as_secs(),
+            "shutdown: requests still running after the shutdown timeout are dropped"
+        );
+    }
+}
