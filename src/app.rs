@@ -21,6 +21,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::delivery::{self, Deliverer, MailTransport, OutboxSignal, WebhookClient};
+use crate::domain::MasterKey;
 use crate::domain::{Clock, CodeKey};
 use crate::grpc;
 use crate::http;
@@ -28,7 +29,7 @@ use crate::jwt::JwtKeys;
 use crate::server::{self, ConnectionLimits};
 use crate::service::{Auth, CreatedProject};
 use crate::settings::Settings;
-use crate::store::{DatabaseTimeouts, Store};
+use crate::store::{DatabaseTimeouts, KeyAdoption, Store, StoreError};
 
 pub struct Application {
     listener: TcpListener,
@@ -42,9 +43,138 @@ pub struct Application {
     default_project: Option<CreatedProject>,
 }
 
+/// Opens the database, applies migrations and adopts the master key (see
+/// [`master_key_for`]): the store is ready to read and write secrets.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    let mut store = migrated_store(&settings.database_url, &settings.database).await?;
+    let key = master_key_for(settings, &store).await?;
+    match store.adopt_master_key(key).await {
+        Ok(KeyAdoption::New { sealed_rows }) => {
+            tracing::info!(
+                sealed_rows,
+                "secrets at rest are sealed with the master key"
+            )
+        }
+        Ok(KeyAdoption::Matches { sealed_rows }) if sealed_rows > 0 => {
+            tracing::info!(sealed_rows, "sealed values that were stored plain")
+        }
+        Ok(KeyAdoption::Matches { .. }) => {}
+        Err(StoreError::Sealed(_)) => anyhow::bail!(
+            "the master key does not open this database's secrets: start with the key it \
+             was sealed with (--master-key-file or PORTCULLIS_MASTER_KEY); nothing was changed"
+        ),
+        Err(error) => anyhow::bail!("cannot check the master key: {error}"),
+    }
+    Ok(store)
+}
+
+/// The master key: `--master-key` (PORTCULLIS_MASTER_KEY) or `--master-key-file`; else, on
+/// SQLite, the key file beside the database, written 0600 on the first start (so the
+/// zero-set-up start still works). Never a silent new key for a database sealed before,
+/// and on PostgreSQL, whose replicas must share one key, never an implicit one.
+async fn master_key_for(settings: &Settings, store: &Store) -> anyhow::Result<MasterKey> {
+    if let Some(key) = &settings.master_key {
+        return MasterKey::from_base64(key.expose_secret())
+            .map_err(|e| anyhow::anyhow!("PORTCULLIS_MASTER_KEY: {e}"));
+    }
+    if let Some(path) = &settings.master_key_file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            anyhow::anyhow!("cannot read the master key file {}: {e}", path.display())
+        })?;
+        return MasterKey::from_base64(&text)
+            .map_err(|e| anyhow::anyhow!("master key file {}: {e}", path.display()));
+    }
+    let Some(path) = default_master_key_path(&settings.database_url) else {
+        if settings.database_url.starts_with("sqlite:") {
+            // An in-memory database lives and dies with the process: so can its key.
+            return Ok(MasterKey::generate());
+        }
+        anyhow::bail!(
+            "PostgreSQL needs a master key that every replica shares, to seal secrets at rest: \
+             make one with `head -c 32 /dev/urandom | base64 > master.key && chmod 600 \
+             master.key` and start with --master-key-file master.key (or set \
+             PORTCULLIS_MASTER_KEY)"
+        );
+    };
+    let read = |path: &std::path::Path| -> anyhow::Result<MasterKey> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            anyhow::anyhow!("cannot read the master key file {}: {e}", path.display())
+        })?;
+        MasterKey::from_base64(&text)
+            .map_err(|e| anyhow::anyhow!("master key file {}: {e}", path.display()))
+    };
+    if path.exists() {
+        return read(&path);
+    }
+    if store.has_master_key_check().await? {
+        // Another process starting beside this one may have just written it.
+        if path.exists() {
+            return read(&path);
+        }
+        anyhow::bail!(
+            "this database's secrets are sealed with a master key, but {} is missing and no \
+             key was given (--master-key-file or PORTCULLIS_MASTER_KEY); restore the key file \
+             rather than starting over",
+            path.display()
+        );
+    }
+    let key = MasterKey::generate();
+    match write_private_file(&path, &format!("{}\n", key.to_base64())) {
+        Ok(()) => {}
+        // Another process starting beside this one wrote it first: use theirs.
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => return read(&path),
+        Err(error) => anyhow::bail!(
+            "cannot write the master key file {}: {error}",
+            path.display()
+        ),
+    }
+    tracing::warn!(
+        path = %path.display(),
+        "wrote a new master key beside the database: back it up with the database, and keep \
+         it elsewhere than the database's backups; without it the sealed secrets are lost"
+    );
+    Ok(key)
+}
+
+/// `portcullis.db` → `portcullis.db.master-key`, for SQLite files.
+fn default_master_key_path(database_url: &str) -> Option<std::path::PathBuf> {
+    let rest = database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))?;
+    let file = rest.split('?').next().unwrap_or_default();
+    if file.is_empty() || file.contains(":memory:") || database_url.contains("mode=memory") {
+        return None;
+    }
+    Some(std::path::PathBuf::from(format!("{file}.master-key")))
+}
+
+/// Writes `text` to a new file readable by its owner only, whole or not at all: written
+/// aside, then linked into place (which fails if the file exists), so a process starting
+/// beside this one never reads half a key.
+fn write_private_file(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let aside = path.with_extension(format!("partial-{}", std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&aside)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    let linked = std::fs::hard_link(&aside, path);
+    let _ = std::fs::remove_file(&aside);
+    linked
+}
+
 /// Opens the database and applies migrations; waits a little for a database that is still
 /// starting, then gives up with the cause.
-pub async fn open_store(database_url: &str, timeouts: &DatabaseTimeouts) -> anyhow::Result<Store> {
+pub async fn migrated_store(
+    database_url: &str,
+    timeouts: &DatabaseTimeouts,
+) -> anyhow::Result<Store> {
     let store = Store::connect_with(database_url, timeouts)?;
     let mut tries = 0;
     loop {
@@ -93,7 +223,7 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
         let address = listener.local_addr()?;
         let clock = Clock::default();
-        let store = open_store(&settings.database_url, &settings.database)
+        let store = open_store(&settings)
             .await?
             .with_session_cache(settings.session_cache);
         let outbox = OutboxSignal::default();

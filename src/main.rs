@@ -1,7 +1,7 @@
 //! The `portcullis` binary: `serve` (default), `migrate`, `project create`.
 
 use clap::Parser;
-use portcullis::app::{Application, build_auth, open_store};
+use portcullis::app::{Application, build_auth, migrated_store, open_store};
 use portcullis::delivery::OutboxSignal;
 use portcullis::domain::Clock;
 use portcullis::service::SettingsChange;
@@ -17,8 +17,18 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
         Command::Migrate => {
-            open_store(&settings.database_url, &settings.database).await?;
+            migrated_store(&settings.database_url, &settings.database).await?;
             tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Keys(KeysCommand::RotateMaster { new_key_file }) => {
+            let mut store = open_store(&settings).await?;
+            let text = std::fs::read_to_string(&new_key_file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", new_key_file.display()))?;
+            let new = portcullis::domain::MasterKey::from_base64(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", new_key_file.display()))?;
+            let count = store.rotate_master_key(new).await?;
+            println!("{}", serde_json::json!({ "resealed": count }));
             Ok(())
         }
         Command::Keys(command) => {
@@ -38,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
                     Ok(false) => anyhow::bail!("no live signing key has the kid {kid:?}"),
                     Err(reason) => anyhow::bail!("{reason}"),
                 },
+                KeysCommand::RotateMaster { .. } => unreachable!("handled above"),
             }
             Ok(())
         }
@@ -96,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
 async fn offline_auth(
     settings: &portcullis::Settings,
 ) -> anyhow::Result<portcullis::service::Auth> {
-    let store = open_store(&settings.database_url, &settings.database).await?;
+    let store = open_store(settings).await?;
     let public_url = settings.public_url_for(&settings.listen);
     build_auth(
         &store,

@@ -46,6 +46,12 @@ pub enum KeysCommand {
     /// Add a signing key. It is published at once and signs new tokens ten minutes later
     /// (once verifiers' cached JWKS know it); the old keys keep verifying.
     Rotate,
+    /// Re-seal every secret at rest under a new master key (32 bytes, base64, in a file),
+    /// in one transaction; then start every replica with the new key.
+    RotateMaster {
+        #[arg(long)]
+        new_key_file: PathBuf,
+    },
     /// Stop a key from verifying; tokens it signed stop working. Retire a key once it has
     /// stopped signing for longer than the JWT lifetime.
     Retire {
@@ -211,6 +217,19 @@ pub struct SettingsArgs {
     /// their display name on the --mail-from address [default: none]
     #[arg(long, env = "PORTCULLIS_MAIL_SENDER_DOMAINS", global = true)]
     pub mail_sender_domains: Option<String>,
+    /// File holding the master key (32 bytes, base64) that seals secrets at rest. Without
+    /// it (or PORTCULLIS_MASTER_KEY), SQLite uses DATABASE.master-key, written on first
+    /// start; PostgreSQL requires one
+    #[arg(long, env = "PORTCULLIS_MASTER_KEY_FILE", global = true)]
+    pub master_key_file: Option<PathBuf>,
+    /// The master key itself, base64 (prefer the file: environments leak)
+    #[arg(
+        long,
+        env = "PORTCULLIS_MASTER_KEY",
+        global = true,
+        hide_env_values = true
+    )]
+    pub master_key: Option<String>,
     /// Seconds a client has to send its request headers (and a new connection its first
     /// byte) before the connection is closed [default: 10]
     #[arg(long, env = "PORTCULLIS_HEADER_READ_TIMEOUT", global = true)]
@@ -264,6 +283,8 @@ pub struct Settings {
     pub mail_outbox: PathBuf,
     /// Domains projects may send mail from; other senders keep only their display name.
     pub mail_sender_domains: Vec<String>,
+    pub master_key_file: Option<PathBuf>,
+    pub master_key: Option<SecretString>,
     pub header_read_timeout: Duration,
     pub max_connections: usize,
     pub request_timeout: Duration,
@@ -368,6 +389,8 @@ impl SettingsArgs {
             smtp_url: self.smtp_url.or(file.smtp_url).map(SecretString::from),
             sms_webhook,
             mail_sender_domains,
+            master_key_file: self.master_key_file.or(file.master_key_file),
+            master_key: self.master_key.or(file.master_key).map(SecretString::from),
             header_read_timeout: seconds(
                 "header read timeout",
                 self.header_read_timeout.or(file.header_read_timeout),

@@ -8,6 +8,7 @@ mod name;
 mod network;
 mod password;
 mod password_hash;
+mod sealing;
 mod secret;
 
 pub use client::{TrustedProxies, address_block};
@@ -17,6 +18,7 @@ pub use name::{Email, Name, NameError, Phone};
 pub use network::is_public_address;
 pub use password::{HashingError, NewPassword, Password, PasswordError, PasswordHasher, Verdict};
 pub use password_hash::check_password_hash;
+pub use sealing::{MasterKey, SealError, is_sealed, is_sealed_text};
 pub use secret::{SecretToken, TokenHash, TokenKind};
 
 /// The largest token or code any request may carry; longer input is refused before any

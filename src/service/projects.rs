@@ -403,6 +403,19 @@ impl Auth {
 mod tests {
     use super::*;
 
+    #[test]
+    fn debug_output_leaves_a_projects_secrets_out() {
+        let mut project = project();
+        project.sms_webhook_secret = Some("webhook-bearer-secret".into());
+        project.external_key_pem = Some("-----BEGIN PRIVATE KEY-----MC4".into());
+        let shown = format!("{project:?}");
+        assert!(
+            !shown.contains("webhook-bearer-secret") && !shown.contains("MC4"),
+            "{shown}"
+        );
+        assert!(shown.contains("[redacted]"));
+    }
+
     fn project() -> ProjectRecord {
         ProjectRecord {
             id: "p".into(),

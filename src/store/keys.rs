@@ -12,16 +12,19 @@ impl Store {
         name: &str,
         generate: impl FnOnce() -> Vec<u8>,
     ) -> StoreResult<Vec<u8>> {
+        let place = sealing::server_secret_place(name);
+        let master = self.master()?;
         sqlx::query("INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
             .bind(name)
-            .bind(generate())
+            .bind(master.seal(&place, &generate()))
             .execute(&self.pool)
             .await?;
         let row = sqlx::query("SELECT value FROM server_secrets WHERE name = $1")
             .bind(name)
             .fetch_one(&self.pool)
             .await?;
-        Ok(row.try_get("value")?)
+        let sealed: Vec<u8> = row.try_get("value")?;
+        Ok(master.open(&place, &sealed)?)
     }
 
     pub async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
@@ -31,7 +34,15 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(SigningKeyRecord::from_row).collect()
+        let master = self.master()?;
+        rows.iter()
+            .map(|row| {
+                let mut key = SigningKeyRecord::from_row(row)?;
+                key.private_key =
+                    master.open(&sealing::signing_key_place(&key.kid), &key.private_key)?;
+                Ok(key)
+            })
+            .collect()
     }
 
     pub async fn insert_signing_key(&self, key: &SigningKeyRecord) -> StoreResult<()> {
@@ -39,7 +50,10 @@ impl Store {
             "INSERT INTO signing_keys (kid, private_key, public_key, created_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(&key.kid)
-        .bind(&key.private_key)
+        .bind(
+            self.master()?
+                .seal(&sealing::signing_key_place(&key.kid), &key.private_key),
+        )
         .bind(&key.public_key)
         .bind(key.created_at)
         .execute(&self.pool)

@@ -45,6 +45,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/postgres/0006_limits.sql"),
     ),
     (
+        7,
+        "sealed secrets",
+        include_str!("../../migrations/sqlite/0007_sealed_secrets.sql"),
+        include_str!("../../migrations/postgres/0007_sealed_secrets.sql"),
+    ),
+    (
         8,
         "email verification",
         include_str!("../../migrations/sqlite/0008_email_verification.sql"),

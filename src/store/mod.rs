@@ -14,6 +14,7 @@ mod projects;
 mod records;
 mod recovery;
 mod revocations;
+mod sealing;
 mod session_cache;
 mod sessions;
 mod users;
@@ -27,8 +28,11 @@ use std::time::Duration;
 
 use session_cache::SessionCache;
 
+use crate::domain::{MasterKey, SealError};
+
 pub use passwords::{AttemptCount, PasswordResetRecord, PasswordUserRecord};
 pub use records::*;
+pub use sealing::KeyAdoption;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -46,6 +50,11 @@ pub enum StoreError {
     Database(#[source] sqlx::Error),
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// A sealed value does not open: the wrong master key, or the value was altered.
+    #[error("{0}")]
+    Sealed(#[from] SealError),
+    #[error("no master key was given to the store")]
+    NoMasterKey,
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -139,6 +148,8 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     sessions: Arc<SessionCache>,
+    /// Seals secrets at rest; set once the key is checked against the database.
+    master: Option<Arc<MasterKey>>,
     /// For the revocation listener's own connection.
     url: Arc<SecretString>,
 }
@@ -236,6 +247,7 @@ impl Store {
             pool,
             backend,
             sessions: Arc::new(SessionCache::new(Duration::ZERO, 0)),
+            master: None,
             url: Arc::new(SecretString::from(url)),
         })
     }
@@ -295,6 +307,7 @@ impl Store {
             sessions: self.sessions.clone(),
             revokes: false,
             backend: self.backend,
+            master: self.master.clone(),
         })
     }
 }
@@ -307,6 +320,7 @@ pub struct Tx {
     /// Set by writes that end sessions or change what Authorize reports.
     revokes: bool,
     backend: Backend,
+    master: Option<Arc<MasterKey>>,
 }
 
 impl Tx {

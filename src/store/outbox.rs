@@ -33,9 +33,19 @@ impl Store {
         .bind(limit)
         .fetch_all(&mut *tx.tx)
         .await?;
+        let master = self.master()?;
         let messages: Vec<OutboxMessage> = rows
             .iter()
-            .map(OutboxMessage::from_row)
+            .map(|row| {
+                let mut message = OutboxMessage::from_row(row)?;
+                message.subject = master.open_text(
+                    &sealing::outbox_place("subject", message.id),
+                    &message.subject,
+                )?;
+                message.body =
+                    master.open_text(&sealing::outbox_place("body", message.id), &message.body)?;
+                Ok(message)
+            })
             .collect::<StoreResult<_>>()?;
         let mut leased = Vec::with_capacity(messages.len());
         for message in messages {
@@ -57,7 +67,9 @@ impl Store {
     }
 
     pub async fn mark_message_sent(&self, id: i64, now: i64) -> StoreResult<()> {
-        sqlx::query("UPDATE outbox SET sent_at = $1, attempts = attempts + 1, last_error = NULL WHERE id = $2")
+        // A delivered message keeps no subject or body: a copy of the database must not
+        // hold live codes and links.
+        sqlx::query("UPDATE outbox SET sent_at = $1, attempts = attempts + 1, last_error = NULL, subject = '', body = '' WHERE id = $2")
             .bind(now)
             .bind(id)
             .execute(&self.pool)
@@ -94,20 +106,28 @@ impl Tx {
         Ok(row.try_get("n")?)
     }
 
+    /// Queues a message; its subject and body are sealed (bound to the row's id) until
+    /// it is delivered, then erased.
     pub async fn enqueue_message(&mut self, message: &NewMessage) -> StoreResult<()> {
-        sqlx::query(
+        let row = sqlx::query(
             "INSERT INTO outbox (channel, recipient, subject, body, sender, next_attempt_at, created_at, project_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
+             VALUES ($1, $2, '', '', $3, $4, $4, $5) RETURNING id",
         )
         .bind(message.channel.as_str())
         .bind(&message.recipient)
-        .bind(&message.subject)
-        .bind(&message.body)
         .bind(message.sender.as_deref())
         .bind(message.created_at)
         .bind(message.project_id.as_deref())
-        .execute(&mut *self.tx)
+        .fetch_one(&mut *self.tx)
         .await?;
+        let id: i64 = row.try_get("id")?;
+        let master = self.master()?;
+        sqlx::query("UPDATE outbox SET subject = $1, body = $2 WHERE id = $3")
+            .bind(master.seal_text(&sealing::outbox_place("subject", id), &message.subject))
+            .bind(master.seal_text(&sealing::outbox_place("body", id), &message.body))
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
         Ok(())
     }
 }

@@ -15,7 +15,9 @@ impl Store {
         .bind(app_token)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(ProjectRecord::from_row).transpose()
+        row.as_ref()
+            .map(|row| self.opened(ProjectRecord::from_row(row)?))
+            .transpose()
     }
 
     pub async fn project_by_admin_token_hash(
@@ -28,7 +30,9 @@ impl Store {
         .bind(hash)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(ProjectRecord::from_row).transpose()
+        row.as_ref()
+            .map(|row| self.opened(ProjectRecord::from_row(row)?))
+            .transpose()
     }
 
     pub async fn project_by_id(&self, id: &str) -> StoreResult<Option<ProjectRecord>> {
@@ -38,7 +42,25 @@ impl Store {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(ProjectRecord::from_row).transpose()
+        row.as_ref()
+            .map(|row| self.opened(ProjectRecord::from_row(row)?))
+            .transpose()
+    }
+}
+
+impl Store {
+    /// A project as read, with its sealed secrets opened.
+    fn opened(&self, mut project: ProjectRecord) -> StoreResult<ProjectRecord> {
+        let master = self.master()?;
+        if let Some(secret) = &project.sms_webhook_secret {
+            project.sms_webhook_secret =
+                Some(master.open_text(&sealing::webhook_secret_place(&project.id), secret)?);
+        }
+        if let Some(pem) = &project.external_key_pem {
+            project.external_key_pem =
+                Some(master.open_text(&sealing::external_key_place(&project.id), pem)?);
+        }
+        Ok(project)
     }
 }
 
@@ -83,10 +105,28 @@ impl Tx {
         .bind(project.mail_sender.as_deref())
         .bind(project.link_base.as_deref())
         .bind(project.sms_webhook_url.as_deref())
-        .bind(project.sms_webhook_secret.as_deref())
+        .bind(
+            project
+                .sms_webhook_secret
+                .as_deref()
+                .map(|secret| {
+                    self.master()
+                        .map(|m| m.seal_text(&sealing::webhook_secret_place(&project.id), secret))
+                })
+                .transpose()?,
+        )
         .bind(project.external_issuer.as_deref())
         .bind(project.external_audience.as_deref())
-        .bind(project.external_key_pem.as_deref())
+        .bind(
+            project
+                .external_key_pem
+                .as_deref()
+                .map(|pem| {
+                    self.master()
+                        .map(|m| m.seal_text(&sealing::external_key_place(&project.id), pem))
+                })
+                .transpose()?,
+        )
         .bind(project.allowed_origins.as_deref())
         .bind(project.password_reveal_existing as i64)
         .bind(project.password_reset_url.as_deref())

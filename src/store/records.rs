@@ -11,7 +11,8 @@ pub(super) const PROJECT_COLUMNS: &str = "id, name, app_token, anonymous_login, 
      password_reveal_existing, password_reset_url, password_reset_lifetime_seconds, \
      password_require_verified_email";
 
-#[derive(Clone, Debug)]
+/// `Debug` leaves out the secrets (webhook secret, external-token key).
+#[derive(Clone)]
 pub struct ProjectRecord {
     pub id: String,
     pub name: String,
@@ -41,6 +42,21 @@ pub struct ProjectRecord {
     pub password_reset_lifetime_seconds: i64,
     /// Password logins wait until the email is confirmed (Register mails a link).
     pub password_require_verified_email: bool,
+}
+
+impl std::fmt::Debug for ProjectRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |secret: &Option<String>| secret.as_ref().map(|_| "[redacted]");
+        f.debug_struct("ProjectRecord")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("anonymous_login", &self.anonymous_login)
+            .field("recovery", &self.recovery)
+            .field("sms_webhook_url", &self.sms_webhook_url)
+            .field("sms_webhook_secret", &set(&self.sms_webhook_secret))
+            .field("external_key_pem", &set(&self.external_key_pem))
+            .finish_non_exhaustive()
+    }
 }
 
 impl ProjectRecord {

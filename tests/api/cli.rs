@@ -310,7 +310,8 @@ async fn keys_rotate_without_downtime_and_retired_keys_stop_verifying() {
         "tokens of the old key keep working"
     );
 
-    let (ok, _, err) = keys(&["retire", "--kid", &old_kid]);
+    // `--kid=` form: a kid may start with '-'.
+    let (ok, _, err) = keys(&["retire", &format!("--kid={old_kid}")]);
     assert!(ok, "{err}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while app.authorize(before.jwt()).await.role != "public" {
@@ -408,4 +409,43 @@ fn an_sms_webhook_on_an_internal_address_is_refused_at_start() {
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("--webhook-allow-private"), "{stderr}");
+}
+
+#[test]
+fn rotate_master_reseals_everything_under_the_new_key_and_the_old_one_stops_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("r.db").display());
+    let run = |args: &[&str]| {
+        let output = portcullis()
+            .args(args)
+            .args(["--database-url", &url])
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, _, err) = run(&["project", "create", "--name", "Rotating"]);
+    assert!(ok, "{err}");
+    let new_key = dir.path().join("new.key");
+    std::fs::write(
+        &new_key,
+        portcullis::domain::MasterKey::generate().to_base64(),
+    )
+    .unwrap();
+    let new_key = new_key.display().to_string();
+
+    let (ok, out, err) = run(&["keys", "rotate-master", "--new-key-file", &new_key]);
+    assert!(ok, "{err}");
+    let resealed: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(resealed["resealed"].as_u64().unwrap() >= 2, "{out}");
+
+    let (ok, out, err) = run(&["keys", "list", "--master-key-file", &new_key]);
+    assert!(ok, "the new key opens everything: {err}");
+    assert!(out.contains("kid"), "{out}");
+    let (ok, _, err) = run(&["keys", "list"]);
+    assert!(!ok, "the old key file must no longer open the database");
+    assert!(err.contains("master key does not open"), "{err}");
 }

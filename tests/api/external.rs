@@ -10,7 +10,7 @@ use tonic::Code;
 on_both_backends!(an_external_token_is_signed_with_the_projects_key_once_configured);
 
 /// A fresh Ed25519 key pair as PEM (PKCS#8 private, SPKI public).
-fn ed25519_pem() -> (String, String) {
+pub fn ed25519_pem() -> (String, String) {
     let mut seed = [0u8; 32];
     getrandom::getrandom(&mut seed).unwrap();
     let signing = ed25519_dalek::SigningKey::from_bytes(&seed);

@@ -3,7 +3,6 @@
 use crate::helpers::*;
 use crate::on_both_backends;
 use portcullis::Application;
-use portcullis::settings::Settings;
 
 on_both_backends!(replicas_starting_at_the_same_instant_make_one_default_project);
 
@@ -12,7 +11,7 @@ async fn replicas_starting_at_the_same_instant_make_one_default_project(backend:
         let database = TestDatabase::new(backend).await;
         let outboxes = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
         let settings = |i: usize| {
-            let mut settings = Settings::for_database(&database.url);
+            let mut settings = settings_for(&database.url);
             settings.owner = Some(OWNER.into());
             settings.mail_outbox = outboxes[i].path().to_path_buf();
             settings

@@ -241,12 +241,25 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
     spawn_app_on(database, configure).await
 }
 
+/// The master key of every test database on PostgreSQL (SQLite ones get their key file
+/// beside the database, as a first start does).
+pub const TEST_MASTER_KEY: &str = "dGVzdHMgb25seTogMzIgYnl0ZXMgb2Yga2V5IG1hdGU=";
+
+/// Default settings for a test app on `database_url`.
+pub fn settings_for(database_url: &str) -> Settings {
+    let mut settings = Settings::for_database(database_url);
+    if database_url.starts_with("postgres") {
+        settings.master_key = Some(TEST_MASTER_KEY.to_owned().into());
+    }
+    settings
+}
+
 pub async fn spawn_app_on(
     database: TestDatabase,
     configure: impl FnOnce(&mut Settings),
 ) -> TestApp {
     let outbox_dir = tempfile::tempdir().expect("temp dir");
-    let mut settings = Settings::for_database(&database.url);
+    let mut settings = settings_for(&database.url);
     settings.owner = Some(OWNER.into());
     settings.mail_outbox = outbox_dir.path().to_path_buf();
     settings.health_interval = Duration::from_millis(100);
