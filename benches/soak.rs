@@ -38,6 +38,16 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // `PORTCULLIS_SOAK_MODE=mail` measures mail throughput instead: how many mails a
+    // second one replica hands to a local SMTP sink (the sink's own count) while logins
+    // pour in.
+    if env_or("PORTCULLIS_SOAK_MODE", String::new()) == "mail" {
+        println!(
+            "{}",
+            mail_throughput(env_or("PORTCULLIS_SOAK_MAILS", 2000)).await?
+        );
+        return Ok(());
+    }
     let seconds: u64 = env_or("PORTCULLIS_SOAK_SECONDS", 600);
     let fault_every: u64 = env_or("PORTCULLIS_SOAK_FAULT_EVERY", 60);
     let backend: String = env_or("PORTCULLIS_SOAK_BACKEND", "sqlite".to_owned());
@@ -56,6 +66,64 @@ async fn main() -> anyhow::Result<()> {
         println!("{report}");
     }
     Ok(())
+}
+
+/// Queues `mails` code logins as fast as 64 callers can, then waits for the sink to have
+/// them all; mails/s from the first request to the last mail.
+async fn mail_throughput(mails: u64) -> anyhow::Result<String> {
+    let dir = tempfile::tempdir()?;
+    let sink = SmtpSink::start().await?;
+    let master_key = dir.path().join("master.key");
+    std::fs::write(&master_key, base64_key())?;
+    let url = format!("sqlite://{}", dir.path().join("mail.db").display());
+    let mut replica = Replica::new(0, &url, sink.port, dir.path(), &master_key)?;
+    replica.start().await?;
+    let project = replica
+        .first_start
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no default project"))?;
+    let channel = replica.channel();
+    let started = Instant::now();
+    let counter = Arc::new(AtomicU64::new(0));
+    let mut callers = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let (channel, token, counter) =
+            (channel.clone(), project.app_token.clone(), counter.clone());
+        callers.spawn(async move {
+            let client = AuthenticationServiceClient::new(channel);
+            loop {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                if n >= mails {
+                    return;
+                }
+                let request = with_deadline(
+                    AuthenticateRequest {
+                        name: format!("m{n}@soak.test"),
+                    },
+                    Some(&token),
+                    Some(&client_address(n)),
+                );
+                let _ = client.clone().authenticate(request).await;
+            }
+        });
+    }
+    while callers.join_next().await.is_some() {}
+    let queued = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while (sink.mails.lock().unwrap().len() as u64) < mails && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let delivered = sink.mails.lock().unwrap().len();
+    let elapsed = started.elapsed();
+    replica.stop().await;
+    Ok(format!(
+        "mail throughput: {delivered} of {mails} mails at the sink in {:.1} s = {:.0} mails/s \
+         (logins queued in {:.1} s = {:.0}/s)",
+        elapsed.as_secs_f64(),
+        delivered as f64 / elapsed.as_secs_f64(),
+        queued.as_secs_f64(),
+        mails as f64 / queued.as_secs_f64(),
+    ))
 }
 
 // ---------------------------------------------------------------------------------------

@@ -340,6 +340,7 @@ impl Application {
             self.deliverer.clone(),
             self.clock.clone(),
             self.outbox.clone(),
+            self.settings.delivery.clone(),
             stopped(),
         ));
 

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::delivery::{SmsWebhook, check_webhook_url};
+use crate::delivery::{SmsWebhook, WorkerConfig, check_webhook_url};
 use crate::domain::TrustedProxies;
 use crate::service::Policy;
 pub use crate::store::DatabaseTimeouts;
@@ -290,6 +290,8 @@ pub struct Settings {
     pub request_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub database: DatabaseTimeouts,
+    /// Leases and concurrency of the outbox worker (defaults; tests shorten the lease).
+    pub delivery: WorkerConfig,
     /// `None`: `http://` + the address actually bound (known only after binding).
     pub public_url: Option<String>,
     pub owner: Option<String>,
@@ -411,6 +413,7 @@ impl SettingsArgs {
                 self.shutdown_timeout.or(file.shutdown_timeout),
                 30,
             )?,
+            delivery: WorkerConfig::default(),
             database: DatabaseTimeouts {
                 statement: millis(
                     "database statement timeout",

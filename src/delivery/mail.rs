@@ -14,8 +14,12 @@ impl MailTransport {
     /// `smtp://user:pass@host:587?tls=required` (STARTTLS), `smtps://host:465` (implicit
     /// TLS), `smtp://host:25` (plain, for local relays and tests).
     pub fn from_url(url: &str) -> Result<MailTransport, String> {
+        // As many pooled connections as the worker has messages in flight. (lettre gives
+        // no way to set TCP_NODELAY on its socket; sending several at once hides the
+        // Nagle stall at the end of each message.)
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
             .map_err(|e| format!("invalid SMTP URL: {e}"))?
+            .pool_config(lettre::transport::smtp::PoolConfig::new().max_size(16))
             .build();
         Ok(MailTransport::Smtp(transport))
     }
@@ -26,8 +30,10 @@ pub fn build_message(
     recipient: &str,
     subject: &str,
     body: &str,
+    message_id: Option<String>,
 ) -> Result<Message, String> {
     Message::builder()
+        .message_id(message_id)
         .from(
             sender
                 .parse()

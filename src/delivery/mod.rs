@@ -72,8 +72,13 @@ impl Deliverer {
                     &self.default_sender,
                     &self.sender_domains,
                 );
-                let mail =
-                    build_message(&sender, &message.recipient, &message.subject, &message.body)?;
+                let mail = build_message(
+                    &sender,
+                    &message.recipient,
+                    &message.subject,
+                    &message.body,
+                    Some(message_id(message, &self.default_sender)),
+                )?;
                 match &self.mail {
                     MailTransport::Smtp(transport) => mail::send(transport, mail).await,
                     MailTransport::Folder => {
@@ -129,6 +134,19 @@ impl Deliverer {
     }
 }
 
+/// The same Message-ID every time a message (an outbox row) is sent: delivery is at least
+/// once (a crash right after the SMTP server accepted a message sends it again), and
+/// receivers drop a repeated Message-ID.
+fn message_id(message: &OutboxMessage, server_sender: &str) -> String {
+    let domain = server_sender
+        .rsplit('@')
+        .next()
+        .unwrap_or("localhost")
+        .trim_end_matches('>')
+        .trim();
+    format!("<outbox.{}.{}@{domain}>", message.id, message.created_at)
+}
+
 /// Wakes the worker as soon as a message is queued, instead of at its next tick.
 #[derive(Clone, Default)]
 pub struct OutboxSignal(Arc<Notify>);
@@ -144,56 +162,134 @@ pub fn backoff_seconds(attempts: i64) -> i64 {
     (5i64 << attempts.clamp(0, 10)).min(3600)
 }
 
-/// Runs until `shutdown` resolves, sending what is due.
+/// How the worker leases and sends: short leases renewed while sending, so a message is
+/// sent by one worker at a time and a dead worker's messages go out again within seconds;
+/// several messages in flight, so mail keeps up with logins.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    pub lease: Duration,
+    pub renew_every: Duration,
+    pub in_flight: usize,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> WorkerConfig {
+        WorkerConfig {
+            lease: Duration::from_secs(10),
+            renew_every: Duration::from_secs(3),
+            in_flight: 16,
+        }
+    }
+}
+
+/// Runs until `shutdown` resolves, sending what is due; then lets the sends in flight end.
 pub async fn run_worker(
     store: Store,
     deliverer: Deliverer,
     clock: Clock,
     signal: OutboxSignal,
+    config: WorkerConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    const LEASE_SECONDS: i64 = 60;
+    // This worker's name on its leases: a restarted process is a new owner.
+    let owner = uuid::Uuid::new_v4().to_string();
+    let mut sending = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
-        match store
-            .lease_due_messages(clock.now(), LEASE_SECONDS, 32)
-            .await
-        {
-            Ok(messages) => {
-                for message in messages {
-                    let project_sms = match (message.channel, &message.project_id) {
-                        (Channel::Sms, Some(project_id)) => {
-                            project_webhook(&store, project_id).await
-                        }
-                        _ => None,
-                    };
-                    let outcome = deliverer.deliver(&message, project_sms).await;
-                    let recorded = match outcome {
-                        Ok(()) => store.mark_message_sent(message.id, clock.now()).await,
-                        Err(error) => {
-                            tracing::warn!(id = message.id, channel = message.channel.as_str(), %error, "delivery failed, will retry");
-                            let retry_at = clock.now() + backoff_seconds(message.attempts);
-                            store
-                                .mark_message_failed(message.id, retry_at, &error)
-                                .await
-                        }
-                    };
-                    if let Err(error) = recorded {
-                        tracing::warn!(id = message.id, %error, "could not record delivery outcome");
+        let room = config.in_flight.saturating_sub(sending.len());
+        if room > 0 {
+            let lease_seconds = config.lease.as_secs().max(1) as i64;
+            match store
+                .lease_due_messages(clock.now(), lease_seconds, room as i64, &owner)
+                .await
+            {
+                Ok(messages) => {
+                    for message in messages {
+                        sending.spawn(send_leased(
+                            store.clone(),
+                            deliverer.clone(),
+                            clock.clone(),
+                            config.clone(),
+                            owner.clone(),
+                            message,
+                        ));
                     }
                 }
+                // An unreachable database is reported by health; anything else is a bug to see.
+                Err(error @ crate::store::StoreError::Unavailable(_)) => {
+                    tracing::debug!(%error, "outbox poll failed")
+                }
+                Err(error) => tracing::error!(%error, "outbox poll failed"),
             }
-            // An unreachable database is reported by health; anything else is a bug to see.
-            Err(error @ crate::store::StoreError::Unavailable(_)) => {
-                tracing::debug!(%error, "outbox poll failed")
-            }
-            Err(error) => tracing::error!(%error, "outbox poll failed"),
         }
         tokio::select! {
-            _ = &mut shutdown => return,
+            _ = &mut shutdown => break,
+            Some(_) = sending.join_next(), if !sending.is_empty() => {}
             _ = signal.0.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
+    }
+    while sending.join_next().await.is_some() {}
+}
+
+/// Sends one leased message, renewing the lease meanwhile; stops (without recording
+/// anything) if the lease is lost, since another worker owns the message then.
+async fn send_leased(
+    store: Store,
+    deliverer: Deliverer,
+    clock: Clock,
+    config: WorkerConfig,
+    owner: String,
+    message: OutboxMessage,
+) {
+    let project_sms = match (message.channel, &message.project_id) {
+        (Channel::Sms, Some(project_id)) => project_webhook(&store, project_id).await,
+        _ => None,
+    };
+    let renew = async {
+        loop {
+            tokio::time::sleep(config.renew_every).await;
+            let until = clock.now() + config.lease.as_secs().max(1) as i64;
+            match store.renew_lease(message.id, &owner, until).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                // The database is away: the lease may run out, and the message go twice.
+                Err(error) => tracing::debug!(id = message.id, %error, "lease renewal failed"),
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = deliverer.deliver(&message, project_sms) => outcome,
+        () = renew => {
+            tracing::warn!(id = message.id, "lease lost while sending: left to its new owner");
+            return;
+        }
+    };
+    let recorded = match outcome {
+        Ok(()) => match store
+            .mark_message_sent(message.id, &owner, clock.now())
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                tracing::warn!(
+                    id = message.id,
+                    "sent after the lease was lost: may go twice"
+                );
+                Ok(())
+            }
+            Err(error) => Err(error),
+        },
+        Err(error) => {
+            tracing::warn!(id = message.id, channel = message.channel.as_str(), %error, "delivery failed, will retry");
+            let retry_at = clock.now() + backoff_seconds(message.attempts);
+            store
+                .mark_message_failed(message.id, &owner, retry_at, &error)
+                .await
+        }
+    };
+    if let Err(error) = recorded {
+        tracing::warn!(id = message.id, %error, "could not record delivery outcome");
     }
 }
 

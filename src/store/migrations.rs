@@ -63,6 +63,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/postgres/0009_retired_uids.sql"),
     ),
     (
+        10,
+        "outbox leases",
+        include_str!("../../migrations/sqlite/0010_outbox_leases.sql"),
+        include_str!("../../migrations/postgres/0010_outbox_leases.sql"),
+    ),
+    (
         11,
         "health checks",
         include_str!("../../migrations/sqlite/0011_health_checks.sql"),

@@ -5,13 +5,14 @@ use sqlx::Row;
 use super::*;
 
 impl Store {
-    /// Messages due for delivery, leased to this caller for `lease_seconds` so another
-    /// replica does not send them at the same time.
+    /// Messages due for delivery, leased to `owner` for `lease_seconds` so another worker
+    /// does not send them at the same time (the owner renews the lease while sending).
     pub async fn lease_due_messages(
         &self,
         now: i64,
         lease_seconds: i64,
         limit: i64,
+        owner: &str,
     ) -> StoreResult<Vec<OutboxMessage>> {
         // Most polls find nothing: look first without a transaction, which on SQLite would
         // take the write lock every second.
@@ -51,11 +52,13 @@ impl Store {
         for message in messages {
             // Only the replica whose update matches the row it read wins the lease.
             let done = sqlx::query(
-                "UPDATE outbox SET next_attempt_at = $1 WHERE id = $2 AND next_attempt_at = $3 AND sent_at IS NULL",
+                "UPDATE outbox SET next_attempt_at = $1, lease_owner = $4
+                 WHERE id = $2 AND next_attempt_at = $3 AND sent_at IS NULL",
             )
             .bind(now + lease_seconds)
             .bind(message.id)
             .bind(message.next_attempt_at)
+            .bind(owner)
             .execute(&mut *tx.tx)
             .await?;
             if done.rows_affected() == 1 {
@@ -66,29 +69,56 @@ impl Store {
         Ok(leased)
     }
 
-    pub async fn mark_message_sent(&self, id: i64, now: i64) -> StoreResult<()> {
+    /// Extends `owner`'s lease on a message being sent; false when the lease was lost
+    /// (it ran out and another worker took the message), and the sender must stop.
+    pub async fn renew_lease(&self, id: i64, owner: &str, until: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE outbox SET next_attempt_at = $1
+             WHERE id = $2 AND lease_owner = $3 AND sent_at IS NULL",
+        )
+        .bind(until)
+        .bind(id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records a delivery by the lease's owner; false when the lease was lost meanwhile.
+    pub async fn mark_message_sent(&self, id: i64, owner: &str, now: i64) -> StoreResult<bool> {
         // A delivered message keeps no subject or body: a copy of the database must not
         // hold live codes and links.
-        sqlx::query("UPDATE outbox SET sent_at = $1, attempts = attempts + 1, last_error = NULL, subject = '', body = '' WHERE id = $2")
-            .bind(now)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        let done = sqlx::query(
+            "UPDATE outbox SET sent_at = $1, attempts = attempts + 1, last_error = NULL,
+               subject = '', body = '', lease_owner = NULL
+             WHERE id = $2 AND lease_owner = $3 AND sent_at IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     pub async fn mark_message_failed(
         &self,
         id: i64,
+        owner: &str,
         retry_at: i64,
         error: &str,
     ) -> StoreResult<()> {
-        sqlx::query("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2 WHERE id = $3")
-            .bind(retry_at)
-            .bind(error)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2,
+               lease_owner = NULL
+             WHERE id = $3 AND lease_owner = $4 AND sent_at IS NULL",
+        )
+        .bind(retry_at)
+        .bind(error)
+        .bind(id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }

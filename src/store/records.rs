@@ -282,8 +282,7 @@ pub struct NewMessage {
     pub created_at: i64,
 }
 
-pub(super) const OUTBOX_COLUMNS: &str =
-    "id, project_id, channel, recipient, subject, body, sender, attempts, next_attempt_at";
+pub(super) const OUTBOX_COLUMNS: &str = "id, project_id, channel, recipient, subject, body, sender, attempts, next_attempt_at, created_at";
 
 #[derive(Clone, Debug)]
 pub struct OutboxMessage {
@@ -296,6 +295,7 @@ pub struct OutboxMessage {
     pub sender: Option<String>,
     pub attempts: i64,
     pub next_attempt_at: i64,
+    pub created_at: i64,
 }
 
 impl OutboxMessage {
@@ -314,6 +314,7 @@ impl OutboxMessage {
             body: row.try_get("body")?,
             sender: row.try_get("sender")?,
             attempts: row.try_get("attempts")?,
+            created_at: row.try_get("created_at")?,
             next_attempt_at: row.try_get("next_attempt_at")?,
         })
     }

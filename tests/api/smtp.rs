@@ -6,7 +6,10 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
-on_both_backends!(the_code_arrives_over_smtp_and_logs_in);
+on_both_backends!(
+    the_code_arrives_over_smtp_and_logs_in,
+    two_replicas_and_a_slow_smtp_server_send_each_mail_once_with_a_stable_message_id,
+);
 
 /// A minimal SMTP server that accepts everything and keeps each message's DATA.
 struct SmtpSink {
@@ -16,6 +19,11 @@ struct SmtpSink {
 
 impl SmtpSink {
     async fn start() -> SmtpSink {
+        SmtpSink::start_slow(std::time::Duration::ZERO).await
+    }
+
+    /// A sink that takes `delay` to accept each message, as a busy mail server does.
+    async fn start_slow(delay: std::time::Duration) -> SmtpSink {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let messages = Arc::new(Mutex::new(Vec::new()));
@@ -46,6 +54,7 @@ impl SmtpSink {
                                 data.push_str(&line);
                                 data.push('\n');
                             }
+                            tokio::time::sleep(delay).await;
                             store
                                 .lock()
                                 .unwrap()
@@ -99,4 +108,49 @@ async fn the_code_arrives_over_smtp_and_logs_in(backend: Backend) {
         app.mails_to("hedy@example.com").is_empty(),
         "nothing went to the outbox folder"
     );
+}
+
+async fn two_replicas_and_a_slow_smtp_server_send_each_mail_once_with_a_stable_message_id(
+    backend: Backend,
+) {
+    // Each mail takes longer than a lease: only renewing it keeps the other replica off.
+    let sink = SmtpSink::start_slow(std::time::Duration::from_secs(3)).await;
+    let configure = |settings: &mut portcullis::Settings| {
+        settings.smtp_url = Some(format!("smtp://127.0.0.1:{}", sink.port).into());
+        // Leases are counted in whole seconds: 2 s is at least one.
+        settings.delivery.lease = std::time::Duration::from_secs(2);
+        settings.delivery.renew_every = std::time::Duration::from_millis(300);
+        settings.delivery.in_flight = 4;
+    };
+    let first = spawn_app_with(backend, configure).await;
+    let second = spawn_app_on(first.database.shared(), configure).await;
+    let names: Vec<String> = (0..12).map(|i| format!("once-{i}@example.com")).collect();
+    for (i, name) in names.iter().enumerate() {
+        let app = if i % 2 == 0 { &first } else { &second };
+        app.authenticate(name).await.unwrap();
+    }
+    wait_for(|| (sink.received().len() >= names.len()).then_some(()))
+        .await
+        .expect("every mail arrives");
+    // Time for a duplicate to show up, if any was going to.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let received = sink.received();
+    let mut recipients: Vec<&str> = received.iter().map(|(r, _)| r.as_str()).collect();
+    recipients.sort_unstable();
+    let mut expected: Vec<&str> = names.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(recipients, expected, "each mail exactly once");
+    let mut ids: Vec<String> = received
+        .iter()
+        .map(|(_, data)| {
+            data.lines()
+                .find(|l| l.to_ascii_lowercase().starts_with("message-id:"))
+                .expect("a Message-ID")
+                .to_owned()
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), names.len(), "one Message-ID per message");
+    assert!(ids[0].contains("<outbox."), "{}", ids[0]);
 }
