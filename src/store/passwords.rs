@@ -269,12 +269,26 @@ impl Tx {
         expires_at: i64,
         now: i64,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO email_verifications (user_id, token_hash, expires_at, used_at, created_at)
+        self.put_user_link("email_verifications", user_id, token_hash, expires_at, now)
+            .await
+    }
+
+    /// One live link per user in `table` (reset or email verification): a new one
+    /// replaces the previous, which stops working.
+    async fn put_user_link(
+        &mut self,
+        table: &str,
+        user_id: i64,
+        token_hash: &[u8],
+        expires_at: i64,
+        now: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(&format!(
+            "INSERT INTO {table} (user_id, token_hash, expires_at, used_at, created_at)
              VALUES ($1, $2, $3, NULL, $4)
              ON CONFLICT (user_id) DO UPDATE SET token_hash = $2, expires_at = $3, used_at = NULL,
-               created_at = $4",
-        )
+               created_at = $4"
+        ))
         .bind(user_id)
         .bind(token_hash)
         .bind(expires_at)
@@ -320,19 +334,8 @@ impl Tx {
         expires_at: i64,
         now: i64,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO password_resets (user_id, token_hash, expires_at, used_at, created_at)
-             VALUES ($1, $2, $3, NULL, $4)
-             ON CONFLICT (user_id) DO UPDATE SET token_hash = $2, expires_at = $3, used_at = NULL,
-               created_at = $4",
-        )
-        .bind(user_id)
-        .bind(token_hash)
-        .bind(expires_at)
-        .bind(now)
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(())
+        self.put_user_link("password_resets", user_id, token_hash, expires_at, now)
+            .await
     }
 
     /// Marks a live reset token used and returns its user; `None` when it is unknown,

@@ -32,13 +32,6 @@ impl Xorshift {
     }
 }
 
-fn password_url(app: &TestApp, path: &str) -> String {
-    format!(
-        "{}/project/{}/auth/{path}",
-        app.address, app.project.project_id
-    )
-}
-
 async fn every_write_works_at_once_after_clients_abandon_requests_at_random_points(
     backend: Backend,
 ) {

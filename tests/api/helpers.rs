@@ -345,6 +345,14 @@ impl Drop for TestApp {
     }
 }
 
+/// A path of the email + password JSON API of the test's project.
+pub fn password_url(app: &TestApp, path: &str) -> String {
+    format!(
+        "{}/project/{}/auth/{path}",
+        app.address, app.project.project_id
+    )
+}
+
 /// Wraps a message in a request carrying `authorization: Bearer <token>`.
 pub fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);

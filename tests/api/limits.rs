@@ -244,13 +244,6 @@ async fn the_daily_cap_per_recipient_holds_beside_the_fifteen_minute_window(back
     app.authenticate(name).await.expect("a new day");
 }
 
-fn password_url(app: &TestApp, path: &str) -> String {
-    format!(
-        "{}/project/{}/auth/{path}",
-        app.address, app.project.project_id
-    )
-}
-
 async fn password_login_status(app: &TestApp, email: &str, password: &str) -> StatusCode {
     app.http
         .post(password_url(app, "login"))

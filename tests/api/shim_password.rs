@@ -15,17 +15,10 @@ on_both_backends!(
 
 const PASSWORD: &str = "correct horse battery staple";
 
-fn url(app: &TestApp, path: &str) -> String {
-    format!(
-        "{}/project/{}/auth/{path}",
-        app.address, app.project.project_id
-    )
-}
-
 /// POST with `Content-Type: application/json`, as the document's fetch examples do.
 async fn post_json(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
     app.http
-        .post(url(app, path))
+        .post(password_url(app, path))
         .header("Content-Type", "application/json")
         .body(body.to_string())
         .send()
@@ -93,7 +86,7 @@ async fn the_documented_fetch_examples_work_as_published(backend: Backend) {
     // Me, with the example's headers
     let me = app
         .http
-        .get(url(&app, "me"))
+        .get(password_url(&app, "me"))
         .header("Content-Type", "application/json")
         .header("Authorization", format!("Bearer {access_token}"))
         .send()
@@ -149,7 +142,7 @@ async fn every_error_is_a_status_code_message_and_error(backend: Backend) {
 
     let raw = |path: &'static str, content_type: &'static str, body: &'static str| {
         app.http
-            .post(url(&app, path))
+            .post(password_url(&app, path))
             .header("Content-Type", content_type)
             .body(body)
             .send()
@@ -215,7 +208,7 @@ async fn every_error_is_a_status_code_message_and_error(backend: Backend) {
     .await;
     let huge = app
         .http
-        .post(url(&app, "register"))
+        .post(password_url(&app, "register"))
         .header("Content-Type", "application/json")
         .body(json!({ "email": "c@example.com", "password": "p".repeat(100_000) }).to_string())
         .send()
@@ -259,13 +252,13 @@ async fn every_error_is_a_status_code_message_and_error(backend: Backend) {
 
     // Me without, or with a bad, token.
     assert_error(
-        app.http.get(url(&app, "me")).send().await.unwrap(),
+        app.http.get(password_url(&app, "me")).send().await.unwrap(),
         StatusCode::UNAUTHORIZED,
     )
     .await;
     let bad = app
         .http
-        .get(url(&app, "me"))
+        .get(password_url(&app, "me"))
         .header("Authorization", "Bearer nope")
         .send()
         .await
@@ -275,13 +268,17 @@ async fn every_error_is_a_status_code_message_and_error(backend: Backend) {
     // Wrong method and unknown path.
     let get_login = app
         .http
-        .request(Method::GET, url(&app, "login"))
+        .request(Method::GET, password_url(&app, "login"))
         .send()
         .await
         .unwrap();
     assert_error(get_login, StatusCode::METHOD_NOT_ALLOWED).await;
     assert_error(
-        app.http.get(url(&app, "nothing")).send().await.unwrap(),
+        app.http
+            .get(password_url(&app, "nothing"))
+            .send()
+            .await
+            .unwrap(),
         StatusCode::NOT_FOUND,
     )
     .await;
@@ -333,7 +330,7 @@ async fn cors_and_openapi_cover_the_password_paths() {
     .await;
     let preflight = |origin: &'static str| {
         app.http
-            .request(Method::OPTIONS, url(&app, "login"))
+            .request(Method::OPTIONS, password_url(&app, "login"))
             .header("origin", origin)
             .header("access-control-request-method", "POST")
             .header("access-control-request-headers", "content-type")

@@ -17,16 +17,9 @@ on_both_backends!(
 const ATTACKER_PASSWORD: &str = "mallory picked this one herself";
 const OWNER_PASSWORD: &str = "the owner's own long passphrase";
 
-fn url(app: &TestApp, path: &str) -> String {
-    format!(
-        "{}/project/{}/auth/{path}",
-        app.address, app.project.project_id
-    )
-}
-
 async fn register(app: &TestApp, email: &str, password: &str) -> StatusCode {
     app.http
-        .post(url(app, "register"))
+        .post(password_url(app, "register"))
         .json(&json!({ "email": email, "password": password }))
         .send()
         .await
@@ -38,7 +31,7 @@ async fn register(app: &TestApp, email: &str, password: &str) -> StatusCode {
 async fn password_login(app: &TestApp, email: &str, password: &str) -> Result<String, StatusCode> {
     let response = app
         .http
-        .post(url(app, "login"))
+        .post(password_url(app, "login"))
         .json(&json!({ "username": email, "password": password }))
         .send()
         .await
@@ -55,7 +48,7 @@ async fn password_login(app: &TestApp, email: &str, password: &str) -> Result<St
 
 async fn me_status(app: &TestApp, token: &str) -> StatusCode {
     app.http
-        .get(url(app, "me"))
+        .get(password_url(app, "me"))
         .bearer_auth(token)
         .send()
         .await
@@ -94,7 +87,7 @@ async fn assert_taken_back(app: &TestApp, victim: &str, attacker_token: &str) {
     let token = link.split("token=").nth(1).unwrap().to_owned();
     let reset = app
         .http
-        .post(url(app, "password/reset"))
+        .post(password_url(app, "password/reset"))
         .form(&[
             ("token", token.as_str()),
             ("password", OWNER_PASSWORD),
@@ -175,7 +168,7 @@ async fn a_register_racing_the_owners_code_never_keeps_its_password(backend: Bac
     for (i, (victim, code_token, code)) in victims.clone().into_iter().enumerate() {
         let delay = register_time * 2 * i as u32;
         let http = app.http.clone();
-        let register_url = url(&app, "register");
+        let register_url = password_url(&app, "register");
         let mut verification = app.verification.clone();
         races.spawn(async move {
             let register = http
@@ -222,7 +215,7 @@ async fn a_project_can_hold_password_logins_until_the_email_is_confirmed(backend
     );
     let refused = app
         .http
-        .post(url(&app, "login"))
+        .post(password_url(&app, "login"))
         .json(&json!({ "username": email, "password": OWNER_PASSWORD }))
         .send()
         .await
