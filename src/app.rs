@@ -4,8 +4,7 @@
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderName, Request, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderName, Request};
 use axum::response::Response;
 use secrecy::ExposeSecret;
 use std::future::Future;
@@ -26,7 +25,7 @@ use crate::domain::{Clock, CodeKey};
 use crate::grpc;
 use crate::http;
 use crate::jwt::JwtKeys;
-use crate::server::{self, ConnectionLimits};
+use crate::server::{self, ConnectionLimits, DeadlineLayer, is_grpc};
 use crate::service::{Auth, CreatedProject};
 use crate::settings::Settings;
 use crate::store::{DatabaseTimeouts, KeyAdoption, Store, StoreError};
@@ -378,11 +377,10 @@ impl Application {
                     .layer(PropagateRequestIdLayer::new(request_id)),
             );
 
-        // Innermost of all, so a request cut off here is answered with the timeout.
-        let app = app.layer(axum::middleware::from_fn_with_state(
-            self.settings.request_timeout,
-            request_deadline,
-        ));
+        // Around everything above, so whatever runs too long is cut off and answered.
+        let app = app.layer(DeadlineLayer {
+            timeout: self.settings.request_timeout,
+        });
 
         tracing::info!(address = %self.address, "serving gRPC and HTTP");
         let limits = ConnectionLimits {
@@ -419,48 +417,6 @@ impl Application {
         }
         Ok(())
     }
-}
-
-/// Answers a request that runs past `timeout`: DEADLINE_EXCEEDED for gRPC callers, 503
-/// with `Retry-After` for HTTP ones. What the request had started is not left half-done:
-/// transactions begin and commit to completion on their own tasks (see `store`).
-async fn request_deadline(
-    axum::extract::State(timeout): axum::extract::State<Duration>,
-    request: Request<Body>,
-    next: axum::middleware::Next,
-) -> Response {
-    let grpc = is_grpc(&request);
-    match tokio::time::timeout(timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            let message = format!(
-                "the request took longer than {} seconds; retry later",
-                timeout.as_secs()
-            );
-            if grpc {
-                tonic::Status::deadline_exceeded(message).into_http()
-            } else {
-                let mut response = (
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    axum::Json(serde_json::json!({ "error": message })),
-                )
-                    .into_response();
-                response.headers_mut().insert(
-                    header::RETRY_AFTER,
-                    axum::http::HeaderValue::from_static("1"),
-                );
-                response
-            }
-        }
-    }
-}
-
-fn is_grpc(request: &Request<Body>) -> bool {
-    request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
 /// Unknown paths: a gRPC "unimplemented" for gRPC clients, a plain 404 for everyone else.

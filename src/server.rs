@@ -1,23 +1,28 @@
 //! The listener: one accept loop serving gRPC (HTTP/2) and the JSON shim (HTTP/1.1) on one
 //! port, with the limits a public listener needs so slow clients cannot hold it: a
 //! deadline for the request headers (and for the first byte, so silent connections go),
-//! a cap on open connections (past it, new ones wait in the kernel's backlog), and a
-//! graceful drain on shutdown.
+//! a cap on open connections (past it, new ones wait in the kernel's backlog), a deadline
+//! for every request ([`DeadlineLayer`]), and a graceful drain on shutdown.
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use axum::http::{HeaderValue, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tower::ServiceExt;
+use tower::{Layer, Service, ServiceExt};
 
 /// What a connection may cost the server.
 #[derive(Clone, Debug)]
@@ -106,4 +111,105 @@ pub async fn serve(
             "shutdown: requests still running after the shutdown timeout are dropped"
         );
     }
+}
+
+/// Answers a request still running after `timeout`: DEADLINE_EXCEEDED for gRPC callers,
+/// 503 with `Retry-After` for HTTP ones. What the request had started is not left
+/// half-done: transactions begin and commit to completion on their own tasks (`store`).
+/// A plain tower layer rather than a boxed middleware: it sits on the hot path.
+#[derive(Clone, Copy, Debug)]
+pub struct DeadlineLayer {
+    pub timeout: Duration,
+}
+
+impl<S> Layer<S> for DeadlineLayer {
+    type Service = Deadline<S>;
+
+    fn layer(&self, inner: S) -> Deadline<S> {
+        Deadline {
+            inner,
+            timeout: self.timeout,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Deadline<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+impl<S> Service<Request<Body>> for Deadline<S>
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = DeadlineFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let grpc = is_grpc(&request);
+        DeadlineFuture {
+            inner: tokio::time::timeout(self.timeout, self.inner.call(request)),
+            grpc,
+            timeout: self.timeout,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub struct DeadlineFuture<F> {
+        #[pin]
+        inner: tokio::time::Timeout<F>,
+        grpc: bool,
+        timeout: Duration,
+    }
+}
+
+impl<F> Future for DeadlineFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.inner.poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(answer)) => Poll::Ready(answer),
+            Poll::Ready(Err(_elapsed)) => Poll::Ready(Ok(too_late(*this.grpc, *this.timeout))),
+        }
+    }
+}
+
+fn too_late(grpc: bool, timeout: Duration) -> Response {
+    let message = format!(
+        "the request took longer than {} seconds; retry later",
+        timeout.as_secs()
+    );
+    if grpc {
+        return tonic::Status::deadline_exceeded(message).into_http();
+    }
+    let mut response = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(serde_json::json!({ "error": message })),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// Whether a request speaks gRPC (by its content type).
+pub fn is_grpc<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
 }
