@@ -17,6 +17,8 @@ on_both_backends!(
     one_event_takes_exactly_its_log_lines_from_150_concurrent_calls,
     past_the_budget_a_phone_gets_a_link_by_text_instead_of_a_code,
     the_daily_cap_per_recipient_holds_beside_the_fifteen_minute_window,
+    one_account_judges_exactly_its_failure_limit_from_100_concurrent_guesses,
+    one_address_judges_exactly_its_failure_limit_over_40_accounts,
     abandoned_password_logins_never_lock_the_account,
     checks_left_running_by_a_dead_process_are_forgotten_after_their_lease,
 );
@@ -256,16 +258,99 @@ async fn password_login_status(app: &TestApp, email: &str, password: &str) -> St
 
 const PASSWORD: &str = "correct horse battery staple";
 
-async fn abandoned_password_logins_never_lock_the_account(backend: Backend) {
-    let app = spawn_app(backend).await;
+/// The failures counted against a password-limit key.
+async fn failures_of(app: &TestApp, key: &str) -> i64 {
+    use sqlx::Row;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&app.database.url).await.unwrap();
+    let row = sqlx::query("SELECT failures FROM password_failures WHERE key = $1")
+        .bind(key)
+        .fetch_optional(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    row.map(|r| r.try_get("failures").unwrap()).unwrap_or(0)
+}
+
+async fn register_password(app: &TestApp, email: &str) {
     let registered = app
         .http
-        .post(password_url(&app, "register"))
-        .json(&json!({ "email": "patient@example.com", "password": PASSWORD }))
+        .post(password_url(app, "register"))
+        .json(&json!({ "email": email, "password": PASSWORD }))
         .send()
         .await
         .unwrap();
     assert_eq!(registered.status(), StatusCode::CREATED);
+}
+
+/// `calls` wrong-password logins at once, each for `email_of(i)`; returns the statuses.
+async fn guess_at_once(
+    app: &TestApp,
+    calls: usize,
+    email_of: impl Fn(usize) -> String,
+) -> Vec<StatusCode> {
+    let mut set = JoinSet::new();
+    for i in 0..calls {
+        let http = app.http.clone();
+        let url = password_url(app, "login");
+        let body = json!({ "username": email_of(i), "password": "not the password at all" });
+        set.spawn(async move { http.post(url).json(&body).send().await.unwrap().status() });
+    }
+    let mut statuses = Vec::new();
+    while let Some(status) = set.join_next().await {
+        statuses.push(status.unwrap());
+    }
+    statuses
+}
+
+async fn one_account_judges_exactly_its_failure_limit_from_100_concurrent_guesses(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    register_password(&app, "target@example.com").await;
+    let statuses = guess_at_once(&app, 100, |_| "target@example.com".into()).await;
+    let judged = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    assert_eq!(
+        judged, 5,
+        "exactly the account's limit is judged: {statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::UNAUTHORIZED || *s == StatusCode::TOO_MANY_REQUESTS)
+    );
+    let key = format!("account:{}:target@example.com", app.project.project_id);
+    assert_eq!(failures_of(&app, &key).await, 5);
+    assert_eq!(
+        password_login_status(&app, "target@example.com", PASSWORD).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "locked until the window ends"
+    );
+}
+
+async fn one_address_judges_exactly_its_failure_limit_over_40_accounts(backend: Backend) {
+    let app = spawn_app_with(backend, |settings| {
+        settings.policy.password_failures_per_address = 10;
+    })
+    .await;
+    let statuses = guess_at_once(&app, 40, |i| format!("account-{i}@example.com")).await;
+    let judged = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    assert_eq!(
+        judged, 10,
+        "exactly the address's limit is judged: {statuses:?}"
+    );
+    assert_eq!(failures_of(&app, "address:127.0.0.1").await, 10);
+}
+
+async fn abandoned_password_logins_never_lock_the_account(backend: Backend) {
+    let app = spawn_app(backend).await;
+    register_password(&app, "patient@example.com").await;
     // Clients that give up after a few milliseconds, more of them than the account's
     // failure limit (5), some at once.
     let mut set = JoinSet::new();
@@ -302,14 +387,7 @@ async fn abandoned_password_logins_never_lock_the_account(backend: Backend) {
 
 async fn checks_left_running_by_a_dead_process_are_forgotten_after_their_lease(backend: Backend) {
     let app = spawn_app(backend).await;
-    let registered = app
-        .http
-        .post(password_url(&app, "register"))
-        .json(&json!({ "email": "survivor@example.com", "password": PASSWORD }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(registered.status(), StatusCode::CREATED);
+    register_password(&app, "survivor@example.com").await;
     // A process died with five checks running for this account: their marks stay behind.
     let now = app.clock.now();
     let key = format!("account:{}:survivor@example.com", app.project.project_id);
