@@ -109,15 +109,7 @@ async fn a_full_disk_says_so_and_writes_resume_once_space_is_freed() {
         "{}",
         refusal.message()
     );
-    let over_http = app
-        .http
-        .get(format!(
-            "{}/api/authenticate?name=http-full%40example.com&token={}",
-            app.address, app.project.app_token
-        ))
-        .send()
-        .await
-        .unwrap();
+    let over_http = http_authenticate(&app, "http-full@example.com").await;
     assert_eq!(over_http.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
     assert!(over_http.text().await.unwrap().contains("storage is full"));
     assert!(

@@ -345,6 +345,19 @@ impl Drop for TestApp {
     }
 }
 
+/// `GET /api/authenticate` for `name` with the project's app token.
+pub async fn http_authenticate(app: &TestApp, name: &str) -> reqwest::Response {
+    let name: String = form_urlencoded::byte_serialize(name.as_bytes()).collect();
+    app.http
+        .get(format!(
+            "{}/api/authenticate?name={name}&token={}",
+            app.address, app.project.app_token
+        ))
+        .send()
+        .await
+        .expect("authenticate over HTTP")
+}
+
 /// A path of the email + password JSON API of the test's project.
 pub fn password_url(app: &TestApp, path: &str) -> String {
     format!(

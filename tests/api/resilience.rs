@@ -189,26 +189,14 @@ async fn a_request_past_its_deadline_is_answered_and_leaves_nothing_stuck() {
         .await
         .unwrap();
 
-    let started = Instant::now();
+    // DEADLINE_EXCEEDED, not the UNAVAILABLE "database is locked" of SQLite's 5 s busy
+    // timeout: the 1 s deadline answered first.
     let refused = app
         .authenticate("slow@example.com")
         .await
         .expect_err("past the deadline");
     assert_eq!(refused.code(), tonic::Code::DeadlineExceeded, "{refused:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "{:?}",
-        started.elapsed()
-    );
-    let over_http = app
-        .http
-        .get(format!(
-            "{}/api/authenticate?name=slow2%40example.com&token={}",
-            app.address, app.project.app_token
-        ))
-        .send()
-        .await
-        .unwrap();
+    let over_http = http_authenticate(&app, "slow2@example.com").await;
     assert_eq!(over_http.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
     assert!(
         over_http
