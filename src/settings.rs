@@ -196,8 +196,9 @@ pub struct SettingsArgs {
     #[arg(long, env = "PORTCULLIS_JWT_TTL", global = true)]
     pub jwt_ttl: Option<i64>,
     /// How long Authorize may answer from its in-process session cache, in milliseconds;
-    /// 0 turns the cache off. Logout and deletes take effect at once in this process, and
-    /// within this time on other replicas [default: 5000]
+    /// 0 turns the cache off. Logout and deletes take effect at once in this process and,
+    /// on PostgreSQL, in every replica (LISTEN/NOTIFY); this lifetime is the backstop
+    /// [default: 5000]
     #[arg(long, env = "PORTCULLIS_SESSION_CACHE_MS", global = true)]
     pub session_cache_ms: Option<u64>,
     /// Reverse proxies (addresses or CIDR blocks, comma-separated) whose X-Forwarded-For

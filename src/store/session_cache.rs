@@ -1,8 +1,9 @@
 //! A short-lived, bounded, in-process cache of live-session lookups for the hot path
 //! (Authorize, the Hasura webhook). Anything that ends a session or changes what
 //! Authorize reports (logout, deleting a user, renaming) empties it in this process as
-//! its transaction commits; other replicas see the change when their entries expire
-//! (the TTL is the backstop until revocations are broadcast between replicas).
+//! its transaction commits; on PostgreSQL the commit also notifies the other replicas,
+//! which empty theirs (`revocations`). The TTL is the backstop should a notification be
+//! missed (a replica reconnecting to the database).
 
 use std::collections::HashMap;
 use std::sync::RwLock;
