@@ -52,7 +52,10 @@ async fn a_full_disk_says_so_and_writes_resume_once_space_is_freed() {
         if std::env::var("PORTCULLIS_TEST_REQUIRE_TMPFS").is_ok_and(|v| v == "1") {
             panic!("PORTCULLIS_TEST_REQUIRE_TMPFS=1 but a tmpfs cannot be mounted here");
         }
-        eprintln!("cannot mount a tmpfs here (not root?): skipping the full-disk test");
+        report_skip(
+            "the full-disk test (a tmpfs cannot be mounted here: not root?)",
+            "running as root; CI requires it with PORTCULLIS_TEST_REQUIRE_TMPFS=1",
+        );
         return;
     };
     let app = spawn_app_on(TestDatabase::sqlite_in(dir, &disk), |settings| {

@@ -62,7 +62,7 @@ async fn health_goes_not_serving_while_postgres_is_unreachable_and_recovers() {
     if postgres_admin_url().is_none() {
         return;
     }
-    let relay = Relay::start("127.0.0.1:5432".into()).await;
+    let relay = Relay::start(postgres_address()).await;
     let database = TestDatabase::new(Backend::Postgres)
         .await
         .through(relay.port);

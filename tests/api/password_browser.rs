@@ -116,9 +116,10 @@ impl Browser {
                 )
             }
             _ => {
-                eprintln!(
-                    "skipping the browser test: chromium and chromedriver are not both on PATH \
-                     (apt-get install chromium chromium-driver)"
+                report_skip(
+                    "the browser test (chromium and chromedriver are not both on PATH)",
+                    "apt-get install chromium chromium-driver; CI requires it with \
+                     PORTCULLIS_TEST_REQUIRE_BROWSER=1",
                 );
                 None
             }

@@ -24,7 +24,7 @@ struct Relay {
 }
 
 impl Relay {
-    async fn start(target: &'static str) -> Relay {
+    async fn start(target: String) -> Relay {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let frozen = Arc::new(AtomicBool::new(false));
@@ -32,7 +32,7 @@ impl Relay {
         let (f, e) = (frozen.clone(), epoch.clone());
         tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
-                let Ok(outbound) = TcpStream::connect(target).await else {
+                let Ok(outbound) = TcpStream::connect(&target).await else {
                     continue;
                 };
                 let born = e.load(Ordering::SeqCst);
@@ -251,7 +251,7 @@ async fn a_silent_postgres_partition_heals_within_seconds_of_the_network() {
         return;
     }
     sqlx::any::install_default_drivers();
-    let relay = Relay::start("127.0.0.1:5432").await;
+    let relay = Relay::start(postgres_address()).await;
     let database = TestDatabase::new(Backend::Postgres)
         .await
         .through(relay.port);
@@ -353,7 +353,7 @@ async fn shutdown_has_a_deadline_even_with_the_database_frozen() {
     if postgres_admin_url().is_none() {
         return;
     }
-    let relay = Relay::start("127.0.0.1:5432").await;
+    let relay = Relay::start(postgres_address()).await;
     let database = TestDatabase::new(Backend::Postgres)
         .await
         .through(relay.port);
