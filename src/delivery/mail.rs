@@ -1,6 +1,7 @@
 //! The only code that talks SMTP (lettre).
 
-use lettre::message::header::ContentType;
+use lettre::message::Body;
+use lettre::message::header::{ContentTransferEncoding, ContentType};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 #[derive(Clone)]
@@ -44,8 +45,26 @@ pub fn build_message(
             .map_err(|e| format!("invalid recipient: {e}"))?)
         .subject(subject)
         .header(ContentType::TEXT_PLAIN)
-        .body(body.to_owned())
+        // Plain 7bit when the text allows (ASCII): the magic link then stays on one line
+        // of the .eml, as a person reading the outbox file expects; else lettre's choice.
+        .body(seven_bit(body).unwrap_or_else(|| Body::new(body.to_owned())))
         .map_err(|e| format!("cannot build message: {e}"))
+}
+
+/// `text` as a 7bit body (CRLF line endings) when RFC 5322 allows it: ASCII without NUL,
+/// lines of at most 998 bytes. lettre itself picks quoted-printable past 76 characters a
+/// line, which splits the magic link.
+fn seven_bit(text: &str) -> Option<Body> {
+    let fits =
+        text.is_ascii() && !text.contains('\0') && text.lines().all(|line| line.len() <= 998);
+    if !fits {
+        return None;
+    }
+    let crlf = text.replace("\r\n", "\n").replace('\n', "\r\n");
+    Some(Body::dangerous_pre_encoded(
+        crlf.into_bytes(),
+        ContentTransferEncoding::SevenBit,
+    ))
 }
 
 pub(super) async fn send(

@@ -186,3 +186,27 @@ async fn confirm_link_over_grpc_confirms_like_the_button(backend: Backend) {
         .expect("session");
     assert_eq!(app.authorize(&session.token).await.name, "hedy@example.com");
 }
+
+/// Someone reading the outbox folder (`cat` on the .eml) gets a link that works: the
+/// mail is plain 7bit, the link on one line, not quoted-printable split across lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_link_in_an_outbox_file_is_on_one_line() {
+    let app = spawn_app(Backend::Sqlite).await;
+    app.authenticate("cat@example.com").await.unwrap();
+    let link = open_link(&app, "cat@example.com", 1).await;
+    let raw = std::fs::read_dir(&app.outbox)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().contains("cat@example.com"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .expect("the .eml file");
+    assert!(
+        raw.to_ascii_lowercase()
+            .contains("content-transfer-encoding: 7bit"),
+        "{raw}"
+    );
+    assert!(
+        raw.lines().any(|line| line.trim() == link),
+        "the link whole on one line: {raw}"
+    );
+}
