@@ -17,8 +17,28 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
         Command::Migrate => {
-            migrated_store(&settings.database_url, &settings.database).await?;
-            tracing::info!("migrations applied");
+            let before = {
+                let store = portcullis::store::Store::connect_with(
+                    &settings.database_url,
+                    &settings.database,
+                )?;
+                // A new database has no migrations table yet: nothing applied.
+                store.applied_migrations().await.unwrap_or_default()
+            };
+            let store = migrated_store(&settings.database_url, &settings.database).await?;
+            let applied: Vec<_> = store
+                .applied_migrations()
+                .await?
+                .into_iter()
+                .filter(|migration| !before.contains(migration))
+                .collect();
+            if applied.is_empty() {
+                println!("the database is up to date: no migration to apply");
+            }
+            for (version, description) in &applied {
+                println!("applied {version:04} {description}");
+            }
+            tracing::info!(count = applied.len(), "migrations applied");
             Ok(())
         }
         Command::Keys(KeysCommand::RotateMaster { new_key_file }) => {

@@ -264,6 +264,18 @@ impl Store {
         Ok(())
     }
 
+    /// The migrations applied to this database, oldest first: (version, description).
+    pub async fn applied_migrations(&self) -> StoreResult<Vec<(i64, String)>> {
+        let rows = sqlx::query(
+            "SELECT version, description FROM _sqlx_migrations WHERE success ORDER BY version",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("version")?, row.try_get("description")?)))
+            .collect()
+    }
+
     /// A cheap round trip, for health checks.
     pub async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

@@ -93,16 +93,27 @@ fn project_create_refuses_a_bad_owner_and_writes_nothing() {
 fn migrate_applies_migrations_and_exits() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.db");
-    let status = portcullis()
-        .args([
-            "migrate",
-            "--database-url",
-            &format!("sqlite://{}", path.display()),
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let migrate = || {
+        let output = portcullis()
+            .args([
+                "migrate",
+                "--database-url",
+                &format!("sqlite://{}", path.display()),
+            ])
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let first = migrate();
     assert!(path.exists(), "the SQLite file is created");
+    assert!(first.contains("applied 0001 foundation"), "{first}");
+    assert!(
+        first.lines().count() >= 11,
+        "every migration is listed: {first}"
+    );
+    let again = migrate();
+    assert!(again.contains("up to date"), "{again}");
 }
 
 #[test]
