@@ -5,6 +5,7 @@ mod events;
 mod external;
 mod limits;
 mod login;
+mod messages;
 mod origins;
 mod password;
 mod projects;

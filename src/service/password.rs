@@ -9,13 +9,16 @@
 
 use std::net::IpAddr;
 
+use super::messages::{
+    existing_account_message, removed_password_message, reset_message, verification_message,
+};
 use super::{Auth, IssuedSession, parse_token};
 use crate::domain::{
     Email, HashingError, NewPassword, Password, SecretToken, TokenHash, TokenKind, Verdict,
 };
 use crate::error::{Error, Result};
 use crate::service::Authorization;
-use crate::store::{AttemptCount, Channel, NewMessage, NewUser, ProjectRecord, Tx, UserRecord};
+use crate::store::{AttemptCount, NewUser, ProjectRecord, Tx, UserRecord};
 
 /// The user behind an access token, as the published `auth/me` shows it.
 #[derive(Debug, Clone)]
@@ -728,96 +731,8 @@ fn minutes(seconds: i64) -> String {
     }
 }
 
-fn existing_account_message(project: &ProjectRecord, email: &Email, now: i64) -> NewMessage {
-    NewMessage {
-        project_id: Some(project.id.clone()),
-        channel: Channel::Email,
-        recipient: email.as_str().to_owned(),
-        subject: format!(
-            "Someone tried to register at {} with your address",
-            project.name
-        ),
-        body: format!(
-            "Someone tried to create a {project} account with this address, which already has \
-             one.\n\nIf it was you: log in to {project}, or choose a (new) password with \
-             \"Forgot password\", which mails you a link.\n\nIf it was not you, ignore this \
-             mail: nothing changed in your account.\n",
-            project = project.name
-        ),
-        sender: project.mail_sender.clone(),
-        created_at: now,
-    }
-}
-
-fn reset_message(project: &ProjectRecord, email: &Email, link: &str, now: i64) -> NewMessage {
-    let minutes = (project.password_reset_lifetime_seconds / 60).max(1);
-    NewMessage {
-        project_id: Some(project.id.clone()),
-        channel: Channel::Email,
-        recipient: email.as_str().to_owned(),
-        subject: format!("Reset your {} password", project.name),
-        body: format!(
-            "To choose a new password for your {project} account, open this link within \
-             {minutes} minutes:\n\n{link}\n\nThe link works once. If you did not ask for it, \
-             ignore this mail: your password stays as it is.\n",
-            project = project.name
-        ),
-        sender: project.mail_sender.clone(),
-        created_at: now,
-    }
-}
-
 /// How long an email confirmation link works.
 const EMAIL_VERIFICATION_SECONDS: i64 = 24 * 3600;
-
-fn verification_message(
-    project: &ProjectRecord,
-    email: &Email,
-    link: &str,
-    now: i64,
-) -> NewMessage {
-    NewMessage {
-        project_id: Some(project.id.clone()),
-        channel: Channel::Email,
-        recipient: email.as_str().to_owned(),
-        subject: format!("Confirm your email for {}", project.name),
-        body: format!(
-            "Someone, hopefully you, created a {project} account with this address. To \
-             confirm it, open this link within 24 hours:\n\n{link}\n\n\
-             If you did not create an account, do not open the link: ignore this mail and \
-             the account stays locked.\n",
-            project = project.name
-        ),
-        sender: project.mail_sender.clone(),
-        created_at: now,
-    }
-}
-
-fn removed_password_message(
-    project: &ProjectRecord,
-    email: &Email,
-    link: &str,
-    now: i64,
-) -> NewMessage {
-    let minutes = (project.password_reset_lifetime_seconds / 60).max(1);
-    NewMessage {
-        project_id: Some(project.id.clone()),
-        channel: Channel::Email,
-        recipient: email.as_str().to_owned(),
-        subject: format!("A password on your {} account was removed", project.name),
-        body: format!(
-            "You just confirmed this address at {project}. Before you did, someone had set a \
-             password for it; since they never proved they own this mailbox, that password \
-             was removed and every device logged in with it was logged out.\n\n\
-             If you set that password yourself, choose it again: open this link within \
-             {minutes} minutes to set a password:\n\n{link}\n\n\
-             If you did not, nothing more is needed: only you can log in now.\n",
-            project = project.name
-        ),
-        sender: project.mail_sender.clone(),
-        created_at: now,
-    }
-}
 
 #[cfg(test)]
 mod tests {
