@@ -154,3 +154,35 @@ async fn two_replicas_and_a_slow_smtp_server_send_each_mail_once_with_a_stable_m
     assert_eq!(ids.len(), names.len(), "one Message-ID per message");
     assert!(ids[0].contains("<outbox."), "{}", ids[0]);
 }
+
+/// A process killed while holding leases: its messages go out from the next process as
+/// soon as the (short) leases run out, not after a minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_leased_by_a_dead_process_go_out_once_their_lease_runs_out() {
+    // The first process queues a mail but never sends it (no worker slots)...
+    let mut first = spawn_app_with(Backend::Sqlite, |settings| {
+        settings.delivery.in_flight = 0;
+    })
+    .await;
+    first.authenticate("orphan@example.com").await.unwrap();
+    first.stop().await.unwrap();
+    // ...and died holding its lease, with 3 of the default 10 s left.
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&first.database.url).await.unwrap();
+    let leased = sqlx::query(
+        "UPDATE outbox SET lease_owner = 'a dead process', next_attempt_at = $1
+         WHERE sent_at IS NULL",
+    )
+    .bind(first.clock.now() + 3)
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(leased.rows_affected(), 1);
+    pool.close().await;
+
+    let second = spawn_app_on(first.database.shared(), |_| {}).await;
+    let mail = wait_for(|| second.mails_to("orphan@example.com").into_iter().next())
+        .await
+        .expect("sent by the next process once the dead one's lease ran out");
+    assert!(code_in(&mail).is_some());
+}
