@@ -19,7 +19,7 @@ pub use network::is_public_address;
 pub use password::{HashingError, NewPassword, Password, PasswordError, PasswordHasher, Verdict};
 pub use password_hash::check_password_hash;
 pub use sealing::{MasterKey, SealError, is_sealed, is_sealed_text};
-pub use secret::{SecretToken, TokenHash, TokenKind};
+pub use secret::{SecretToken, TokenHash, TokenKind, bearer_token};
 
 /// The largest token or code any request may carry; longer input is refused before any
 /// lookup so oversized values never reach the database.

@@ -134,3 +134,26 @@ mod tests {
         assert_ne!(TokenHash::of("x"), TokenHash::of("y"));
     }
 }
+
+/// The token of an `Authorization: Bearer <token>` value (the scheme is case-insensitive,
+/// RFC 6750); `None` for any other scheme or an empty token.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod bearer_tests {
+    use super::bearer_token;
+
+    #[test]
+    fn bearer_values_give_their_token_and_nothing_else_does() {
+        assert_eq!(bearer_token("Bearer usr_abc"), Some("usr_abc"));
+        assert_eq!(bearer_token("bearer  usr_abc "), Some("usr_abc"));
+        assert_eq!(bearer_token("BEARER usr_abc"), Some("usr_abc"));
+        assert_eq!(bearer_token("Basic dXNlcjpwYXNz"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("usr_abc"), None);
+    }
+}

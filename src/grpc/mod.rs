@@ -84,13 +84,10 @@ fn bearer<T>(request: &Request<T>) -> Result<String, Error> {
     let value = value
         .to_str()
         .map_err(|_| Error::unauthenticated("the authorization metadata is not valid text"))?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .ok_or_else(|| {
-            Error::unauthenticated("the authorization metadata must read `Bearer <token>`")
-        })?;
-    Ok(token.trim().to_owned())
+    let token = crate::domain::bearer_token(value).ok_or_else(|| {
+        Error::unauthenticated("the authorization metadata must read `Bearer <token>`")
+    })?;
+    Ok(token.to_owned())
 }
 
 fn session_message(session: IssuedSession) -> pb::Session {

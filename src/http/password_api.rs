@@ -108,14 +108,11 @@ async fn me(
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(crate::domain::bearer_token)
         .ok_or_else(|| {
             Error::unauthenticated("send the access token as `Authorization: Bearer <accessToken>`")
         })?;
-    let me = auth.me(&project_id, token.trim()).await?;
+    let me = auth.me(&project_id, token).await?;
     Ok(Json(MeBody {
         id: me.id,
         email: me.email,

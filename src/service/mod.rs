@@ -155,11 +155,19 @@ impl Auth {
         })
     }
 
+    /// The project a caller names by id: the one lookup, with one set of words.
     async fn project_by_id(&self, project_id: &str) -> Result<ProjectRecord> {
+        let id = project_id.trim();
+        if id.is_empty() {
+            return Err(Error::invalid("project_id", "is required"));
+        }
+        if id.len() > 64 {
+            return Err(Error::invalid("project_id", "is longer than 64 characters"));
+        }
         self.store()
-            .project_by_id(project_id)
+            .project_by_id(id)
             .await?
-            .ok_or_else(|| Error::NotFound("unknown project".into()))
+            .ok_or_else(|| Error::NotFound("no project has this project_id".into()))
     }
 
     async fn project_for_admin_token(&self, admin_token: &str) -> Result<ProjectRecord> {

@@ -106,7 +106,7 @@ impl Auth {
         email: &str,
         password: &str,
     ) -> Result<()> {
-        let project = self.password_project(project_id).await?;
+        let project = self.project_by_id(project_id).await?;
         let email = parse_email("email", email)?;
         let password = choose_password("password", password, email.as_str(), &project.name).await?;
         // Hashed before looking the email up, so a known email costs the same time.
@@ -200,7 +200,7 @@ impl Auth {
         password: &str,
         client: Option<IpAddr>,
     ) -> Result<IssuedSession> {
-        let project = self.password_project(project_id).await?;
+        let project = self.project_by_id(project_id).await?;
         let email = parse_email("username", username)?;
         let password = Password::parse(password).map_err(|e| Error::invalid("password", e.0))?;
         let account = self
@@ -278,7 +278,7 @@ impl Auth {
         let user = &session.user;
         let current =
             Password::parse(current).map_err(|e| Error::invalid("current_password", e.0))?;
-        let project = self.password_project(&user.project_id).await?;
+        let project = self.project_by_id(&user.project_id).await?;
         let name = user.name.clone().unwrap_or_default();
         let new = choose_password("new_password", new, &name, &project.name).await?;
         let stored = self.store().password_hash_of(user.id).await?.ok_or_else(|| {
@@ -318,7 +318,7 @@ impl Auth {
     /// loses nothing), and an unknown email costs the same statements, so the timing does
     /// not tell either.
     pub async fn forgot_password(&self, project_id: &str, email: &str) -> Result<()> {
-        let project = self.password_project(project_id).await?;
+        let project = self.project_by_id(project_id).await?;
         let email = parse_email("email", email)?;
         let now = self.now();
         let token = SecretToken::generate(TokenKind::Reset);
@@ -386,7 +386,7 @@ impl Auth {
     /// Follows an email confirmation link: the user's email counts as verified, so its
     /// password logs in. Returns the project's name.
     pub async fn confirm_email(&self, project_id: &str, token: &str) -> Result<String> {
-        let project = self.password_project(project_id).await?;
+        let project = self.project_by_id(project_id).await?;
         let token = token.trim();
         let dead = || {
             Error::failed_precondition(
@@ -450,7 +450,7 @@ impl Auth {
     /// What a reset link is worth right now, for the hosted page. Errors only for an
     /// unknown project or a failing database.
     pub async fn reset_link(&self, project_id: &str, token: &str) -> Result<ResetLink> {
-        let project = self.password_project(project_id).await?;
+        let project = self.project_by_id(project_id).await?;
         let state = self.reset_link_state(&project, token).await?;
         Ok(ResetLink {
             project_name: project.name,
@@ -496,7 +496,7 @@ impl Auth {
         token: &str,
         new_password: &str,
     ) -> Result<String> {
-        let project = self.password_project(project_id).await?;
+        let project = self.project_by_id(project_id).await?;
         let email = match self.reset_link_state(&project, token).await? {
             ResetLinkState::Ready { email } => email,
             dead => return Err(dead.into_error()),
@@ -519,20 +519,6 @@ impl Auth {
             .await?;
         tx.commit().await?;
         Ok(project.name)
-    }
-
-    async fn password_project(&self, project_id: &str) -> Result<ProjectRecord> {
-        let id = project_id.trim();
-        if id.is_empty() {
-            return Err(Error::invalid("project_id", "is required"));
-        }
-        if id.len() > 64 {
-            return Err(Error::invalid("project_id", "is longer than 64 characters"));
-        }
-        self.store()
-            .project_by_id(id)
-            .await?
-            .ok_or_else(|| Error::NotFound("no project has this project_id".into()))
     }
 
     /// Checks a password, counted against the account and the client address: the check is

@@ -236,7 +236,7 @@ async fn project_settings_changes_only_what_is_given_and_refuses_bad_values() {
         .output()
         .unwrap();
     assert!(!unknown.status.success());
-    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown project"));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no project has this project_id"));
 
     let app = spawn_app_on(database, |_| {}).await;
     let token = project["app_token"].as_str().unwrap();
