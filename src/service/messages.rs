@@ -3,29 +3,46 @@
 use crate::domain::Email;
 use crate::store::{Channel, NewMessage, ProjectRecord};
 
-pub(super) fn existing_account_message(
+/// A mail from `project` to `email`, sent as the project's sender.
+fn mail(
     project: &ProjectRecord,
     email: &Email,
+    subject: String,
+    body: String,
     now: i64,
 ) -> NewMessage {
     NewMessage {
         project_id: Some(project.id.clone()),
         channel: Channel::Email,
         recipient: email.as_str().to_owned(),
-        subject: format!(
+        subject,
+        body,
+        sender: project.mail_sender.clone(),
+        created_at: now,
+    }
+}
+
+pub(super) fn existing_account_message(
+    project: &ProjectRecord,
+    email: &Email,
+    now: i64,
+) -> NewMessage {
+    mail(
+        project,
+        email,
+        format!(
             "Someone tried to register at {} with your address",
             project.name
         ),
-        body: format!(
+        format!(
             "Someone tried to create a {project} account with this address, which already has \
              one.\n\nIf it was you: log in to {project}, or choose a (new) password with \
              \"Forgot password\", which mails you a link.\n\nIf it was not you, ignore this \
              mail: nothing changed in your account.\n",
             project = project.name
         ),
-        sender: project.mail_sender.clone(),
-        created_at: now,
-    }
+        now,
+    )
 }
 
 pub(super) fn reset_message(
@@ -35,20 +52,18 @@ pub(super) fn reset_message(
     now: i64,
 ) -> NewMessage {
     let minutes = (project.password_reset_lifetime_seconds / 60).max(1);
-    NewMessage {
-        project_id: Some(project.id.clone()),
-        channel: Channel::Email,
-        recipient: email.as_str().to_owned(),
-        subject: format!("Reset your {} password", project.name),
-        body: format!(
+    mail(
+        project,
+        email,
+        format!("Reset your {} password", project.name),
+        format!(
             "To choose a new password for your {project} account, open this link within \
              {minutes} minutes:\n\n{link}\n\nThe link works once. If you did not ask for it, \
              ignore this mail: your password stays as it is.\n",
             project = project.name
         ),
-        sender: project.mail_sender.clone(),
-        created_at: now,
-    }
+        now,
+    )
 }
 
 pub(super) fn verification_message(
@@ -57,21 +72,19 @@ pub(super) fn verification_message(
     link: &str,
     now: i64,
 ) -> NewMessage {
-    NewMessage {
-        project_id: Some(project.id.clone()),
-        channel: Channel::Email,
-        recipient: email.as_str().to_owned(),
-        subject: format!("Confirm your email for {}", project.name),
-        body: format!(
+    mail(
+        project,
+        email,
+        format!("Confirm your email for {}", project.name),
+        format!(
             "Someone, hopefully you, created a {project} account with this address. To \
              confirm it, open this link within 24 hours:\n\n{link}\n\n\
              If you did not create an account, do not open the link: ignore this mail and \
              the account stays locked.\n",
             project = project.name
         ),
-        sender: project.mail_sender.clone(),
-        created_at: now,
-    }
+        now,
+    )
 }
 
 pub(super) fn removed_password_message(
@@ -81,12 +94,11 @@ pub(super) fn removed_password_message(
     now: i64,
 ) -> NewMessage {
     let minutes = (project.password_reset_lifetime_seconds / 60).max(1);
-    NewMessage {
-        project_id: Some(project.id.clone()),
-        channel: Channel::Email,
-        recipient: email.as_str().to_owned(),
-        subject: format!("A password on your {} account was removed", project.name),
-        body: format!(
+    mail(
+        project,
+        email,
+        format!("A password on your {} account was removed", project.name),
+        format!(
             "You just confirmed this address at {project}. Before you did, someone had set a \
              password for it; since they never proved they own this mailbox, that password \
              was removed and every device logged in with it was logged out.\n\n\
@@ -95,7 +107,6 @@ pub(super) fn removed_password_message(
              If you did not, nothing more is needed: only you can log in now.\n",
             project = project.name
         ),
-        sender: project.mail_sender.clone(),
-        created_at: now,
-    }
+        now,
+    )
 }
