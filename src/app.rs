@@ -168,17 +168,23 @@ fn write_private_file(path: &std::path::Path, text: &str) -> std::io::Result<()>
     linked
 }
 
-/// Opens the database and applies migrations; waits a little for a database that is still
-/// starting, then gives up with the cause.
-pub async fn migrated_store(
+/// Opens the database and applies migrations (see [`migrate`]).
+async fn migrated_store(
     database_url: &str,
     timeouts: &DatabaseTimeouts,
 ) -> anyhow::Result<Store> {
     let store = Store::connect_with(database_url, timeouts)?;
+    migrate(&store).await?;
+    Ok(store)
+}
+
+/// Applies pending migrations; waits a little for a database that is still starting, then
+/// gives up with the cause.
+pub async fn migrate(store: &Store) -> anyhow::Result<()> {
     let mut tries = 0;
     loop {
         match store.migrate().await {
-            Ok(()) => return Ok(store),
+            Ok(()) => return Ok(()),
             Err(error) if tries < 5 => {
                 tries += 1;
                 tracing::warn!(%error, "database not ready, retrying");

@@ -1,7 +1,7 @@
 //! The `portcullis` binary: `serve` (default), `migrate`, `project create`.
 
 use clap::Parser;
-use portcullis::app::{Application, build_auth, migrated_store, open_store};
+use portcullis::app::{Application, build_auth, migrate, open_store};
 use portcullis::delivery::OutboxSignal;
 use portcullis::domain::Clock;
 use portcullis::service::SettingsChange;
@@ -16,62 +16,8 @@ async fn main() -> anyhow::Result<()> {
 
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
-        Command::Migrate => {
-            let before = {
-                let store = portcullis::store::Store::connect_with(
-                    &settings.database_url,
-                    &settings.database,
-                )?;
-                // A new database has no migrations table yet: nothing applied.
-                store.applied_migrations().await.unwrap_or_default()
-            };
-            let store = migrated_store(&settings.database_url, &settings.database).await?;
-            let applied: Vec<_> = store
-                .applied_migrations()
-                .await?
-                .into_iter()
-                .filter(|migration| !before.contains(migration))
-                .collect();
-            if applied.is_empty() {
-                println!("the database is up to date: no migration to apply");
-            }
-            for (version, description) in &applied {
-                println!("applied {version:04} {description}");
-            }
-            tracing::info!(count = applied.len(), "migrations applied");
-            Ok(())
-        }
-        Command::Keys(KeysCommand::RotateMaster { new_key_file }) => {
-            let mut store = open_store(&settings).await?;
-            let text = std::fs::read_to_string(&new_key_file)
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", new_key_file.display()))?;
-            let new = portcullis::domain::MasterKey::from_base64(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", new_key_file.display()))?;
-            let count = store.rotate_master_key(new).await?;
-            println!("{}", serde_json::json!({ "resealed": count }));
-            Ok(())
-        }
-        Command::Keys(command) => {
-            let auth = offline_auth(&settings).await?;
-            let now = Clock::default().now();
-            match command {
-                KeysCommand::List => println!("{}", auth.keys().describe(now)),
-                KeysCommand::Rotate => {
-                    let kid = auth.keys().rotate(now).await?;
-                    println!(
-                        "{}",
-                        serde_json::json!({ "kid": kid, "signs_from": now + portcullis::jwt::KEY_PUBLISH_SECONDS })
-                    );
-                }
-                KeysCommand::Retire { kid } => match auth.keys().retire(&kid, now).await {
-                    Ok(true) => println!("{}", serde_json::json!({ "retired": kid })),
-                    Ok(false) => anyhow::bail!("no live signing key has the kid {kid:?}"),
-                    Err(reason) => anyhow::bail!("{reason}"),
-                },
-                KeysCommand::RotateMaster { .. } => unreachable!("handled above"),
-            }
-            Ok(())
-        }
+        Command::Migrate => migrate_command(&settings).await,
+        Command::Keys(command) => keys_command(&settings, command).await,
         Command::Project(ProjectCommand::Settings(args)) => {
             let auth = offline_auth(&settings).await?;
             let key_pem = match &args.external_token_key_file {
@@ -121,6 +67,61 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `portcullis migrate`: applies what is pending and says what it applied.
+async fn migrate_command(settings: &portcullis::Settings) -> anyhow::Result<()> {
+    let store = portcullis::store::Store::connect_with(&settings.database_url, &settings.database)?;
+    // A new database has no migrations table yet: nothing applied.
+    let before = store.applied_migrations().await.unwrap_or_default();
+    migrate(&store).await?;
+    let applied: Vec<_> = store
+        .applied_migrations()
+        .await?
+        .into_iter()
+        .filter(|migration| !before.contains(migration))
+        .collect();
+    if applied.is_empty() {
+        println!("the database is up to date: no migration to apply");
+    }
+    for (version, description) in &applied {
+        println!("applied {version:04} {description}");
+    }
+    tracing::info!(count = applied.len(), "migrations applied");
+    Ok(())
+}
+
+/// `portcullis keys ...`: signing keys through the service core; the master key through
+/// the store alone.
+async fn keys_command(settings: &portcullis::Settings, command: KeysCommand) -> anyhow::Result<()> {
+    let now = Clock::default().now();
+    match command {
+        KeysCommand::List => println!("{}", offline_auth(settings).await?.keys().describe(now)),
+        KeysCommand::Rotate => {
+            let kid = offline_auth(settings).await?.keys().rotate(now).await?;
+            println!(
+                "{}",
+                serde_json::json!({ "kid": kid, "signs_from": now + portcullis::jwt::KEY_PUBLISH_SECONDS })
+            );
+        }
+        KeysCommand::Retire { kid } => {
+            match offline_auth(settings).await?.keys().retire(&kid, now).await {
+                Ok(true) => println!("{}", serde_json::json!({ "retired": kid })),
+                Ok(false) => anyhow::bail!("no live signing key has the kid {kid:?}"),
+                Err(reason) => anyhow::bail!("{reason}"),
+            }
+        }
+        KeysCommand::RotateMaster { new_key_file } => {
+            let mut store = open_store(settings).await?;
+            let text = std::fs::read_to_string(&new_key_file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", new_key_file.display()))?;
+            let new = portcullis::domain::MasterKey::from_base64(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", new_key_file.display()))?;
+            let count = store.rotate_master_key(new).await?;
+            println!("{}", serde_json::json!({ "resealed": count }));
+        }
+    }
+    Ok(())
 }
 
 /// The service core without a server, for commands an operator runs beside it.
