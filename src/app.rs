@@ -169,10 +169,7 @@ fn write_private_file(path: &std::path::Path, text: &str) -> std::io::Result<()>
 }
 
 /// Opens the database and applies migrations (see [`migrate`]).
-async fn migrated_store(
-    database_url: &str,
-    timeouts: &DatabaseTimeouts,
-) -> anyhow::Result<Store> {
+async fn migrated_store(database_url: &str, timeouts: &DatabaseTimeouts) -> anyhow::Result<Store> {
     let store = Store::connect_with(database_url, timeouts)?;
     migrate(&store).await?;
     Ok(store)

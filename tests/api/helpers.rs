@@ -15,6 +15,8 @@ use portcullis::service::CreatedProject;
 use portcullis::settings::Settings;
 use sqlx::Row;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
@@ -642,4 +644,118 @@ pub fn wrong(code: &str) -> String {
     code.chars()
         .map(|c| char::from(b'0' + ((c as u8 - b'0' + 1) % 10)))
         .collect()
+}
+
+/// A TCP relay to PostgreSQL that a test controls, to play the network's faults:
+/// `cut` closes every relayed connection and refuses new ones until `restore` (a server
+/// that went away); `blackhole` forwards nothing more on the connections open now, ever,
+/// and holds new ones until `heal`, closing nothing (a silent partition).
+pub struct Relay {
+    pub port: u16,
+    faults: Faults,
+}
+
+impl Relay {
+    pub async fn start(target: String) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let faults = Faults::default();
+        let relay = Relay {
+            port: listener.local_addr().unwrap().port(),
+            faults: faults.clone(),
+        };
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                if faults.refusing.load(Ordering::SeqCst) {
+                    continue; // dropping `inbound` closes it
+                }
+                let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let born = (
+                    faults.cuts.load(Ordering::SeqCst),
+                    faults.holes.load(Ordering::SeqCst),
+                );
+                let (in_read, in_write) = inbound.into_split();
+                let (out_read, out_write) = outbound.into_split();
+                tokio::spawn(faults.clone().pipe(in_read, out_write, born));
+                tokio::spawn(faults.clone().pipe(out_read, in_write, born));
+            }
+        });
+        relay
+    }
+
+    pub fn cut(&self) {
+        self.faults.refusing.store(true, Ordering::SeqCst);
+        self.faults.cuts.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn restore(&self) {
+        self.faults.refusing.store(false, Ordering::SeqCst);
+    }
+
+    pub fn blackhole(&self) {
+        self.faults.frozen.store(true, Ordering::SeqCst);
+        self.faults.holes.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn heal(&self) {
+        self.faults.frozen.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The faults a relay plays, shared with its connections.
+#[derive(Clone, Default)]
+struct Faults {
+    refusing: Arc<AtomicBool>,
+    frozen: Arc<AtomicBool>,
+    cuts: Arc<AtomicU64>,
+    holes: Arc<AtomicU64>,
+}
+
+impl Faults {
+    /// Whether a connection born at `born` may forward now; `None` when it was cut.
+    fn may_forward(&self, born: (u64, u64)) -> Option<bool> {
+        if self.cuts.load(Ordering::SeqCst) != born.0 {
+            return None;
+        }
+        Some(self.holes.load(Ordering::SeqCst) == born.1 && !self.frozen.load(Ordering::SeqCst))
+    }
+
+    /// Copies one direction while the faults allow; returning drops (closes) both halves.
+    async fn pipe(
+        self,
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        born: (u64, u64),
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            match self.may_forward(born) {
+                None => return,
+                Some(false) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                Some(true) => {}
+            }
+            let n = match tokio::time::timeout(Duration::from_millis(20), from.read(&mut buffer))
+                .await
+            {
+                Err(_) => continue,
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                Ok(Ok(n)) => n,
+            };
+            loop {
+                match self.may_forward(born) {
+                    None => return,
+                    Some(true) => break,
+                    Some(false) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+            if to.write_all(&buffer[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
 }

@@ -5,92 +5,12 @@
 
 use crate::helpers::*;
 use portcullis::grpc::pb::AuthenticateRequest;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-
-/// A TCP relay to PostgreSQL the test controls. `blackhole` drops every packet of the
-/// connections open now, for good, and holds new ones until `heal`; nothing is closed,
-/// as in a silent partition.
-struct Relay {
-    port: u16,
-    frozen: Arc<AtomicBool>,
-    epoch: Arc<AtomicU64>,
-}
-
-impl Relay {
-    async fn start(target: String) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let frozen = Arc::new(AtomicBool::new(false));
-        let epoch = Arc::new(AtomicU64::new(0));
-        let (f, e) = (frozen.clone(), epoch.clone());
-        tokio::spawn(async move {
-            while let Ok((inbound, _)) = listener.accept().await {
-                let Ok(outbound) = TcpStream::connect(&target).await else {
-                    continue;
-                };
-                let born = e.load(Ordering::SeqCst);
-                let (in_read, in_write) = inbound.into_split();
-                let (out_read, out_write) = outbound.into_split();
-                tokio::spawn(pipe(in_read, out_write, f.clone(), e.clone(), born));
-                tokio::spawn(pipe(out_read, in_write, f.clone(), e.clone(), born));
-            }
-        });
-        Relay {
-            port,
-            frozen,
-            epoch,
-        }
-    }
-
-    fn blackhole(&self) {
-        self.frozen.store(true, Ordering::SeqCst);
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-    }
-
-    fn heal(&self) {
-        self.frozen.store(false, Ordering::SeqCst);
-    }
-}
-
-async fn pipe(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    frozen: Arc<AtomicBool>,
-    epoch: Arc<AtomicU64>,
-    born: u64,
-) {
-    let mut buffer = vec![0u8; 16 * 1024];
-    loop {
-        if epoch.load(Ordering::SeqCst) != born {
-            // Blackholed for good: hold the socket, forward nothing.
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            continue;
-        }
-        if frozen.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
-        }
-        let n = match tokio::time::timeout(Duration::from_millis(20), from.read(&mut buffer)).await
-        {
-            Err(_) => continue,
-            Ok(Ok(0)) | Ok(Err(_)) => return,
-            Ok(Ok(n)) => n,
-        };
-        while epoch.load(Ordering::SeqCst) != born || frozen.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if to.write_all(&buffer[..n]).await.is_err() {
-            return;
-        }
-    }
-}
 
 /// Whether the server closes the connection within `within`.
 async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
