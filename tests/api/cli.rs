@@ -12,6 +12,20 @@ fn portcullis() -> Command {
     command
 }
 
+/// Runs `portcullis ARGS --database-url URL`: (success, stdout, stderr).
+fn run_on(url: &str, args: &[&str]) -> (bool, String, String) {
+    let output = portcullis()
+        .args(args)
+        .args(["--database-url", url])
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 #[tokio::test]
 async fn project_create_prints_one_json_object_whose_app_token_works() {
     let database = TestDatabase::new(Backend::Sqlite).await;
@@ -255,19 +269,7 @@ async fn keys_rotate_without_downtime_and_retired_keys_stop_verifying() {
         s.key_refresh = std::time::Duration::from_millis(50)
     })
     .await;
-    let keys = |args: &[&str]| {
-        let output = portcullis()
-            .arg("keys")
-            .args(args)
-            .args(["--database-url", &url])
-            .output()
-            .unwrap();
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
-    };
+    let keys = |args: &[&str]| run_on(&url, &[&["keys"], args].concat());
     let kid_of = |jwt: &str| jsonwebtoken::decode_header(jwt).unwrap().kid.unwrap();
     let published = || async {
         let jwks: serde_json::Value = app
@@ -426,18 +428,7 @@ fn an_sms_webhook_on_an_internal_address_is_refused_at_start() {
 fn rotate_master_reseals_everything_under_the_new_key_and_the_old_one_stops_working() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("r.db").display());
-    let run = |args: &[&str]| {
-        let output = portcullis()
-            .args(args)
-            .args(["--database-url", &url])
-            .output()
-            .unwrap();
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
-    };
+    let run = |args: &[&str]| run_on(&url, args);
     let (ok, _, err) = run(&["project", "create", "--name", "Rotating"]);
     assert!(ok, "{err}");
     let new_key = dir.path().join("new.key");
