@@ -12,7 +12,9 @@ use crate::domain::TrustedProxies;
 use crate::service::Policy;
 pub use crate::store::DatabaseTimeouts;
 
-#[derive(Parser, Debug)]
+/// No `Debug`, here and on the argument types below: they hold secrets as given (SMTP
+/// password, webhook secret, master key); [`Settings`] keeps them redacted.
+#[derive(Parser)]
 #[command(
     name = "portcullis",
     version,
@@ -25,7 +27,7 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand)]
 pub enum Command {
     /// Run the service (the default when no command is given).
     Serve,
@@ -60,7 +62,7 @@ pub enum KeysCommand {
     },
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand)]
 pub enum ProjectCommand {
     /// Create a project and print its id and tokens as one JSON object.
     Create {
@@ -81,7 +83,7 @@ pub enum ProjectCommand {
     Settings(Box<ProjectSettingsArgs>),
 }
 
-#[derive(Args, Debug)]
+#[derive(Args)]
 pub struct ProjectSettingsArgs {
     /// The project to change.
     #[arg(long)]
@@ -143,7 +145,7 @@ pub struct ProjectSettingsArgs {
 
 /// Settings as given on the command line or in the environment. `None` means "not given
 /// here": the TOML file, then the default, decides.
-#[derive(Args, Debug, Default, Deserialize)]
+#[derive(Args, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SettingsArgs {
     /// TOML file with any of the settings below (keys as the long flags, with underscores).
@@ -527,6 +529,27 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_of_settings_leaves_secrets_out() {
+        let settings = SettingsArgs {
+            smtp_url: Some("smtp://mailer:smtp-password@mail.test:587".into()),
+            sms_webhook_url: Some("https://sms.test/send".into()),
+            sms_webhook_secret: Some("webhook-bearer-secret".into()),
+            master_key: Some("bWFzdGVyIGtleSBtYXRlcmlhbCBvZiAzMiBieXRlcyE=".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let shown = format!("{settings:?}");
+        for secret in [
+            "smtp-password",
+            "webhook-bearer-secret",
+            "bWFzdGVyIGtleSBtYXRlcmlhbCBvZiAzMiBieXRlcyE=",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+    }
 
     #[test]
     fn flags_win_over_the_file_and_the_file_over_defaults() {
