@@ -9,13 +9,9 @@ use tonic_health::pb::health_client::HealthClient;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_goes_not_serving_while_postgres_is_unreachable_and_recovers() {
-    if postgres_admin_url().is_none() {
+    let Some((relay, database)) = Relay::postgres_database().await else {
         return;
-    }
-    let relay = Relay::start(postgres_address()).await;
-    let database = TestDatabase::new(Backend::Postgres)
-        .await
-        .through(relay.port);
+    };
     let app = spawn_app_on(database, |_| {}).await;
     let channel = tonic::transport::Channel::from_shared(app.address.clone())
         .unwrap()

@@ -656,6 +656,17 @@ pub struct Relay {
 }
 
 impl Relay {
+    /// A fresh PostgreSQL test database reached through a new relay; `None` when
+    /// PostgreSQL is not configured (the test then has nothing to do).
+    pub async fn postgres_database() -> Option<(Relay, TestDatabase)> {
+        postgres_admin_url()?;
+        let relay = Relay::start(postgres_address()).await;
+        let database = TestDatabase::new(Backend::Postgres)
+            .await
+            .through(relay.port);
+        Some((relay, database))
+    }
+
     pub async fn start(target: String) -> Relay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let faults = Faults::default();

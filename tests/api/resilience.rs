@@ -167,14 +167,10 @@ async fn idle_in_transaction(database: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_postgres_partition_heals_within_seconds_of_the_network() {
-    if postgres_admin_url().is_none() {
+    let Some((relay, database)) = Relay::postgres_database().await else {
         return;
-    }
+    };
     sqlx::any::install_default_drivers();
-    let relay = Relay::start(postgres_address()).await;
-    let database = TestDatabase::new(Backend::Postgres)
-        .await
-        .through(relay.port);
     let name = database
         .url
         .rsplit('/')
@@ -270,13 +266,9 @@ async fn a_silent_postgres_partition_heals_within_seconds_of_the_network() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_has_a_deadline_even_with_the_database_frozen() {
-    if postgres_admin_url().is_none() {
+    let Some((relay, database)) = Relay::postgres_database().await else {
         return;
-    }
-    let relay = Relay::start(postgres_address()).await;
-    let database = TestDatabase::new(Backend::Postgres)
-        .await
-        .through(relay.port);
+    };
     let mut app = spawn_app_on(database, |settings| {
         settings.shutdown_timeout = Duration::from_secs(2);
         settings.request_timeout = Duration::from_secs(600);
