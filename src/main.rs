@@ -4,7 +4,6 @@ use clap::Parser;
 use portcullis::app::{Application, build_auth, migrate, open_store};
 use portcullis::delivery::OutboxSignal;
 use portcullis::domain::Clock;
-use portcullis::service::SettingsChange;
 use portcullis::settings::{Cli, Command, KeysCommand, ProjectCommand};
 use tracing_subscriber::EnvFilter;
 
@@ -18,37 +17,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => serve(settings).await,
         Command::Migrate => migrate_command(&settings).await,
         Command::Keys(command) => keys_command(&settings, command).await,
-        Command::Project(ProjectCommand::Settings(args)) => {
+        Command::Project(ProjectCommand::Settings { project_id, change }) => {
             let auth = offline_auth(&settings).await?;
-            let key_pem = match &args.external_token_key_file {
-                Some(path) => Some(
-                    std::fs::read_to_string(path)
-                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
-                ),
-                None => None,
-            };
-            let change = SettingsChange {
-                name: args.name,
-                anonymous_login: args.anonymous,
-                recovery: args.recovery,
-                code_length: args.code_length,
-                code_lifetime_seconds: args.code_lifetime,
-                code_attempts: args.code_attempts,
-                mail_sender: args.mail_sender,
-                link_base: args.link_base,
-                sms_webhook_url: args.sms_webhook_url,
-                sms_webhook_secret: args.sms_webhook_secret,
-                external_token_issuer: args.external_token_issuer,
-                external_token_audience: args.external_token_audience,
-                external_token_key_pem: key_pem,
-                allowed_origins: args.allowed_origins,
-                password_reveal_existing: args.password_reveal_existing,
-                password_reset_url: args.password_reset_url,
-                password_reset_lifetime_seconds: args.password_reset_lifetime,
-                password_require_verified_email: args.password_require_verified_email,
-            };
             let project = auth
-                .update_project_settings_by_id(&args.project_id, &change)
+                .update_project_settings_by_id(&project_id, &change)
                 .await?;
             println!("{}", serde_json::to_string(&project)?);
             Ok(())

@@ -80,67 +80,13 @@ pub enum ProjectCommand {
         recovery: bool,
     },
     /// Change a project's settings (only those given) and print them as one JSON object.
-    Settings(Box<ProjectSettingsArgs>),
-}
-
-#[derive(Args)]
-pub struct ProjectSettingsArgs {
-    /// The project to change.
-    #[arg(long)]
-    pub project_id: String,
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Allow logins without a name.
-    #[arg(long)]
-    pub anonymous: Option<bool>,
-    /// Allow recovery tokens.
-    #[arg(long)]
-    pub recovery: Option<bool>,
-    /// Digits per login code, 4 to 8.
-    #[arg(long)]
-    pub code_length: Option<u32>,
-    /// Seconds a login code works, 60 to 3600.
-    #[arg(long)]
-    pub code_lifetime: Option<i64>,
-    /// Wrong codes allowed per login request, 1 to 10.
-    #[arg(long)]
-    pub code_attempts: Option<i64>,
-    /// Sender of this project's mails, e.g. "Acme <login@acme.test>" ("" to clear).
-    #[arg(long)]
-    pub mail_sender: Option<String>,
-    /// Base URL of magic links ("" to clear: the service's public URL).
-    #[arg(long)]
-    pub link_base: Option<String>,
-    /// This project's SMS webhook ("" to clear: the service-wide one).
-    #[arg(long)]
-    pub sms_webhook_url: Option<String>,
-    #[arg(long)]
-    pub sms_webhook_secret: Option<String>,
-    /// Issuer (iss) of external tokens.
-    #[arg(long)]
-    pub external_token_issuer: Option<String>,
-    /// Audience (aud) of external tokens.
-    #[arg(long)]
-    pub external_token_audience: Option<String>,
-    /// Browser origins allowed to call the project's HTTP endpoints (CORS), e.g.
-    /// "https://app.acme.test http://localhost:3000", or "*" ("" to clear).
-    #[arg(long)]
-    pub allowed_origins: Option<String>,
-    /// Register answers ALREADY_EXISTS for a known email instead of mailing its owner.
-    #[arg(long)]
-    pub password_reveal_existing: Option<bool>,
-    /// Page password reset links point to ("" for the page this service hosts).
-    #[arg(long)]
-    pub password_reset_url: Option<String>,
-    /// Seconds a password reset link works, 300 to 86400.
-    #[arg(long)]
-    pub password_reset_lifetime: Option<i64>,
-    /// Password logins wait until the email is confirmed; Register mails a link.
-    #[arg(long)]
-    pub password_require_verified_email: Option<bool>,
-    /// File with the PEM private key external tokens are signed with.
-    #[arg(long)]
-    pub external_token_key_file: Option<PathBuf>,
+    Settings {
+        /// The project to change.
+        #[arg(long)]
+        project_id: String,
+        #[command(flatten)]
+        change: Box<crate::service::SettingsChange>,
+    },
 }
 
 /// Settings as given on the command line or in the environment. `None` means "not given

@@ -296,8 +296,8 @@ async fn send_leased(
 async fn project_webhook(store: &Store, project_id: &str) -> Option<SmsWebhook> {
     let project = store.project_by_id(project_id).await.ok().flatten()?;
     Some(SmsWebhook {
-        url: project.sms_webhook_url?,
-        secret: project.sms_webhook_secret.map(Into::into),
+        url: project.delivery.sms_webhook_url?,
+        secret: project.delivery.sms_webhook_secret.map(Into::into),
     })
 }
 

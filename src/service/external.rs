@@ -13,9 +13,9 @@ impl Auth {
         let user = self.require_session(user_token).await?.user;
         let project = self.project_by_id(&user.project_id).await?;
         let (Some(issuer), Some(audience), Some(pem)) = (
-            project.external_issuer.as_deref(),
-            project.external_audience.as_deref(),
-            project.external_key_pem.as_deref(),
+            project.external_token.issuer.as_deref(),
+            project.external_token.audience.as_deref(),
+            project.external_token.key_pem.as_deref(),
         ) else {
             return Err(Error::failed_precondition(
                 "external tokens are not configured for this project (issuer, audience and key)",

@@ -203,10 +203,10 @@ impl Auth {
         self.check_message_budget(&mut tx, name.as_str(), now)
             .await?;
         let project = self.project_by_id(&request.project_id).await?;
-        let code = LoginCode::generate(project.code_length);
+        let code = LoginCode::generate(project.codes.length);
         let link = SecretToken::generate(TokenKind::Link);
         let sealed = self.inner.code_key.seal(&token_hash, &code);
-        let expires_at = now + project.code_lifetime_seconds;
+        let expires_at = now + project.codes.lifetime_seconds;
         if !tx
             .replace_login_code(request.id, &sealed, link.hash().as_bytes(), expires_at, now)
             .await?
@@ -369,7 +369,7 @@ impl Auth {
         let code_token = SecretToken::generate(TokenKind::Code);
         let link = SecretToken::generate(TokenKind::Link);
         let token_hash = code_token.hash();
-        let code = LoginCode::generate(project.code_length);
+        let code = LoginCode::generate(project.codes.length);
         tx.insert_login_request(&NewLoginRequest {
             token_hash: token_hash.0,
             project_id: project.id.clone(),
@@ -378,8 +378,8 @@ impl Auth {
             code_hmac: self.inner.code_key.seal(&token_hash, &code),
             link_token_hash: link.hash().0,
             client_block,
-            attempts_left: project.code_attempts,
-            expires_at: now + project.code_lifetime_seconds,
+            attempts_left: project.codes.attempts,
+            expires_at: now + project.codes.lifetime_seconds,
             created_at: now,
         })
         .await?;
@@ -400,8 +400,12 @@ impl Auth {
         paused: bool,
         now: i64,
     ) -> NewMessage {
-        let minutes = (project.code_lifetime_seconds / 60).max(1);
-        let base = project.link_base.as_deref().unwrap_or(self.keys().issuer());
+        let minutes = (project.codes.lifetime_seconds / 60).max(1);
+        let base = project
+            .delivery
+            .link_base
+            .as_deref()
+            .unwrap_or(self.keys().issuer());
         let url = format!(
             "{}{LINK_PATH}?token={}",
             base.trim_end_matches('/'),
@@ -456,7 +460,7 @@ impl Auth {
             recipient: name.as_str().to_owned(),
             subject,
             body,
-            sender: project.mail_sender.clone(),
+            sender: project.delivery.mail_sender.clone(),
             created_at: now,
         }
     }

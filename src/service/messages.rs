@@ -17,7 +17,7 @@ fn mail(
         recipient: email.as_str().to_owned(),
         subject,
         body,
-        sender: project.mail_sender.clone(),
+        sender: project.delivery.mail_sender.clone(),
         created_at: now,
     }
 }
@@ -51,7 +51,7 @@ pub(super) fn reset_message(
     link: &str,
     now: i64,
 ) -> NewMessage {
-    let minutes = (project.password_reset_lifetime_seconds / 60).max(1);
+    let minutes = (project.passwords.reset_lifetime_seconds / 60).max(1);
     mail(
         project,
         email,
@@ -93,7 +93,7 @@ pub(super) fn removed_password_message(
     link: &str,
     now: i64,
 ) -> NewMessage {
-    let minutes = (project.password_reset_lifetime_seconds / 60).max(1);
+    let minutes = (project.passwords.reset_lifetime_seconds / 60).max(1);
     mail(
         project,
         email,

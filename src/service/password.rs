@@ -124,7 +124,7 @@ impl Auth {
                     ..NewUser::new(&project.id, Some(email.as_str()), now, None)
                 };
                 if let Some(user) = tx.insert_user(&user).await? {
-                    if project.password_require_verified_email {
+                    if project.passwords.require_verified_email {
                         self.mail_email_verification(&mut tx, &project, user.id, &email, now)
                             .await?;
                     }
@@ -147,7 +147,7 @@ impl Auth {
             && existing.user.verified_at.is_none()
             && tx.set_first_password(existing.user.id, &hash).await?
         {
-            if project.password_require_verified_email {
+            if project.passwords.require_verified_email {
                 self.mail_email_verification(&mut tx, &project, existing.user.id, &email, now)
                     .await?;
             }
@@ -156,7 +156,7 @@ impl Auth {
             return Ok(());
         }
         // Registering again before confirming: a new confirmation link, not a warning.
-        if project.password_require_verified_email
+        if project.passwords.require_verified_email
             && existing.password_hash.is_some()
             && existing.user.verified_at.is_none()
         {
@@ -171,7 +171,7 @@ impl Auth {
             }
             return Ok(());
         }
-        if project.password_reveal_existing {
+        if project.passwords.reveal_existing {
             return Err(Error::AlreadyExists(
                 "an account with this email already exists in this project: log in, or reset \
                  its password with ForgotPassword"
@@ -225,7 +225,7 @@ impl Auth {
         let now = self.now();
         let mut tx = self.store().begin().await?;
         settle_success(&mut tx, &keys).await?;
-        if project.password_require_verified_email && account.user.verified_at.is_none() {
+        if project.passwords.require_verified_email && account.user.verified_at.is_none() {
             tx.commit().await?;
             return Err(Error::EmailNotConfirmed(
                 "confirm your email first: follow the link in the mail sent when you \
@@ -322,7 +322,7 @@ impl Auth {
         let email = parse_email("email", email)?;
         let now = self.now();
         let token = SecretToken::generate(TokenKind::Reset);
-        let expires_at = now + project.password_reset_lifetime_seconds;
+        let expires_at = now + project.passwords.reset_lifetime_seconds;
         let link = self.reset_url(&project, token.expose());
         let message = reset_message(&project, &email, &link, now);
 
@@ -423,7 +423,7 @@ impl Auth {
             return Ok(());
         };
         let token = SecretToken::generate(TokenKind::Reset);
-        let expires_at = now + project.password_reset_lifetime_seconds;
+        let expires_at = now + project.passwords.reset_lifetime_seconds;
         tx.put_password_reset(user.id, token.hash().as_bytes(), expires_at, now)
             .await?;
         let link = self.reset_url(project, token.expose());
@@ -435,7 +435,7 @@ impl Auth {
     /// Where a reset link points: the project's own page if it set one, else the page
     /// this service hosts under its public URL.
     fn reset_url(&self, project: &ProjectRecord, token: &str) -> String {
-        let base = match &project.password_reset_url {
+        let base = match &project.passwords.reset_url {
             Some(url) => url.clone(),
             None => format!(
                 "{}/project/{}/auth/password/reset",

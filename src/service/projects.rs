@@ -138,52 +138,91 @@ impl From<&ProjectRecord> for ProjectSettings {
             app_token: p.app_token.clone(),
             anonymous_login: p.anonymous_login,
             recovery: p.recovery,
-            code_length: p.code_length,
-            code_lifetime_seconds: p.code_lifetime_seconds,
-            code_attempts: p.code_attempts,
-            mail_sender: p.mail_sender.clone(),
-            link_base: p.link_base.clone(),
-            sms_webhook_url: p.sms_webhook_url.clone(),
-            sms_webhook_secret_set: p.sms_webhook_secret.is_some(),
-            external_token_issuer: p.external_issuer.clone(),
-            external_token_audience: p.external_audience.clone(),
-            external_token_key_set: p.external_key_pem.is_some(),
+            code_length: p.codes.length,
+            code_lifetime_seconds: p.codes.lifetime_seconds,
+            code_attempts: p.codes.attempts,
+            mail_sender: p.delivery.mail_sender.clone(),
+            link_base: p.delivery.link_base.clone(),
+            sms_webhook_url: p.delivery.sms_webhook_url.clone(),
+            sms_webhook_secret_set: p.delivery.sms_webhook_secret.is_some(),
+            external_token_issuer: p.external_token.issuer.clone(),
+            external_token_audience: p.external_token.audience.clone(),
+            external_token_key_set: p.external_token.key_pem.is_some(),
             allowed_origins: origins_of(p),
-            password_reveal_existing: p.password_reveal_existing,
-            password_reset_url: p.password_reset_url.clone(),
-            password_reset_lifetime_seconds: p.password_reset_lifetime_seconds,
-            password_require_verified_email: p.password_require_verified_email,
+            password_reveal_existing: p.passwords.reveal_existing,
+            password_reset_url: p.passwords.reset_url.clone(),
+            password_reset_lifetime_seconds: p.passwords.reset_lifetime_seconds,
+            password_require_verified_email: p.passwords.require_verified_email,
         }
     }
 }
 
 /// A change to a project's settings: `None` leaves a setting as it is; for the optional
-/// text settings an empty string clears them.
-#[derive(Debug, Clone, Default)]
+/// text settings an empty string clears them. The doc comments are the CLI's help
+/// (`portcullis project settings`); the gRPC request converts into this type.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct SettingsChange {
+    /// The project's display name (shown in mails and on hosted pages).
+    #[arg(long)]
     pub name: Option<String>,
+    /// Allow logins without a name (anonymous users).
+    #[arg(long = "anonymous")]
     pub anonymous_login: Option<bool>,
+    /// Allow users to fetch recovery tokens.
+    #[arg(long)]
     pub recovery: Option<bool>,
+    /// Digits per login code, 4 to 8.
+    #[arg(long)]
     pub code_length: Option<u32>,
+    /// Seconds a login code works, 60 to 3600.
+    #[arg(long = "code-lifetime")]
     pub code_lifetime_seconds: Option<i64>,
+    /// Wrong codes allowed per login request, 1 to 10.
+    #[arg(long)]
     pub code_attempts: Option<i64>,
+    /// Sender of this project's mails, e.g. "Acme <login@acme.test>" ("" to clear).
+    #[arg(long)]
     pub mail_sender: Option<String>,
+    /// Base URL of magic links ("" to clear: the service's public URL).
+    #[arg(long)]
     pub link_base: Option<String>,
+    /// This project's SMS webhook ("" to clear: the service-wide one).
+    #[arg(long)]
     pub sms_webhook_url: Option<String>,
+    /// Bearer secret sent to this project's SMS webhook ("" to clear).
+    #[arg(long)]
     pub sms_webhook_secret: Option<String>,
+    /// Issuer (iss) of external tokens.
+    #[arg(long)]
     pub external_token_issuer: Option<String>,
+    /// Audience (aud) of external tokens.
+    #[arg(long)]
     pub external_token_audience: Option<String>,
+    /// File with the PEM private key external tokens are signed with (an empty file
+    /// clears it).
+    #[arg(long = "external-token-key-file", value_name = "FILE", value_parser = read_text_file)]
     pub external_token_key_pem: Option<String>,
-    /// Space- or comma-separated origins such as `https://app.acme.test`, or `*`.
+    /// Browser origins allowed to call the project's HTTP endpoints (CORS), e.g.
+    /// "https://app.acme.test http://localhost:3000", or "*" ("" to clear).
+    #[arg(long)]
     pub allowed_origins: Option<String>,
     /// Register answers ALREADY_EXISTS for a known email instead of mailing its owner.
+    #[arg(long)]
     pub password_reveal_existing: Option<bool>,
-    /// Page password reset links point to (`?token=` is appended); "" for the hosted page.
+    /// Page password reset links point to, `?token=` appended ("" for the hosted page).
+    #[arg(long)]
     pub password_reset_url: Option<String>,
-    /// How long a reset link works, 300 to 86400 seconds.
+    /// Seconds a password reset link works, 300 to 86400.
+    #[arg(long = "password-reset-lifetime")]
     pub password_reset_lifetime_seconds: Option<i64>,
     /// Password logins wait until the email is confirmed; Register mails a link.
+    #[arg(long)]
     pub password_require_verified_email: Option<bool>,
+}
+
+/// A file's text, for settings given as a file on the command line.
+fn read_text_file(path: &str) -> std::result::Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))
 }
 
 impl SettingsChange {
@@ -207,7 +246,7 @@ impl SettingsChange {
             if !(LoginCode::MIN_LENGTH..=LoginCode::MAX_LENGTH).contains(&length) {
                 return Err(Error::invalid("code_length", "must be 4 to 8 digits"));
             }
-            project.code_length = length;
+            project.codes.length = length;
         }
         if let Some(seconds) = self.code_lifetime_seconds {
             if !(60..=3600).contains(&seconds) {
@@ -216,48 +255,49 @@ impl SettingsChange {
                     "must be 60 to 3600 seconds",
                 ));
             }
-            project.code_lifetime_seconds = seconds;
+            project.codes.lifetime_seconds = seconds;
         }
         if let Some(attempts) = self.code_attempts {
             if !(1..=10).contains(&attempts) {
                 return Err(Error::invalid("code_attempts", "must be 1 to 10"));
             }
-            project.code_attempts = attempts;
+            project.codes.attempts = attempts;
         }
         if let Some(sender) = text_setting(&self.mail_sender, "mail_sender")? {
-            project.mail_sender = sender
+            project.delivery.mail_sender = sender
                 .map(|s| crate::delivery::validate_sender(&s).map(|()| s))
                 .transpose()
                 .map_err(|e| Error::invalid("mail_sender", e))?;
         }
         if let Some(base) = text_setting(&self.link_base, "link_base")? {
-            project.link_base = base.map(|b| http_url(b, "link_base")).transpose()?;
+            project.delivery.link_base = base.map(|b| http_url(b, "link_base")).transpose()?;
         }
         if let Some(url) = text_setting(&self.sms_webhook_url, "sms_webhook_url")? {
-            project.sms_webhook_url = url.map(|u| http_url(u, "sms_webhook_url")).transpose()?;
+            project.delivery.sms_webhook_url =
+                url.map(|u| http_url(u, "sms_webhook_url")).transpose()?;
         }
         if let Some(secret) = text_setting(&self.sms_webhook_secret, "sms_webhook_secret")? {
-            project.sms_webhook_secret = secret;
+            project.delivery.sms_webhook_secret = secret;
         }
         if let Some(issuer) = text_setting(&self.external_token_issuer, "external_token_issuer")? {
-            project.external_issuer = issuer;
+            project.external_token.issuer = issuer;
         }
         if let Some(audience) =
             text_setting(&self.external_token_audience, "external_token_audience")?
         {
-            project.external_audience = audience;
+            project.external_token.audience = audience;
         }
         if let Some(origins) = text_setting(&self.allowed_origins, "allowed_origins")? {
             project.allowed_origins = origins.map(|o| parse_origins(&o)).transpose()?;
         }
         if let Some(reveal) = self.password_reveal_existing {
-            project.password_reveal_existing = reveal;
+            project.passwords.reveal_existing = reveal;
         }
         if let Some(require) = self.password_require_verified_email {
-            project.password_require_verified_email = require;
+            project.passwords.require_verified_email = require;
         }
         if let Some(url) = text_setting(&self.password_reset_url, "password_reset_url")? {
-            project.password_reset_url =
+            project.passwords.reset_url =
                 url.map(|u| http_url(u, "password_reset_url")).transpose()?;
         }
         if let Some(seconds) = self.password_reset_lifetime_seconds {
@@ -267,7 +307,7 @@ impl SettingsChange {
                     "must be 300 to 86400 seconds",
                 ));
             }
-            project.password_reset_lifetime_seconds = seconds;
+            project.passwords.reset_lifetime_seconds = seconds;
         }
         if let Some(pem) = &self.external_token_key_pem {
             if pem.len() > 16 * 1024 {
@@ -276,7 +316,7 @@ impl SettingsChange {
                     "is longer than 16 KiB",
                 ));
             }
-            project.external_key_pem = if pem.trim().is_empty() {
+            project.external_token.key_pem = if pem.trim().is_empty() {
                 None
             } else {
                 ExternalKey::parse(pem).map_err(|e| Error::invalid("external_token_key_pem", e))?;
@@ -386,14 +426,14 @@ impl Auth {
     ) -> Result<ProjectSettings> {
         change.apply(&mut project)?;
         // Refused early when the URL alone shows it; the sender checks again after DNS.
-        if let Some(url) = &project.sms_webhook_url
+        if let Some(url) = &project.delivery.sms_webhook_url
             && change.sms_webhook_url.is_some()
         {
             crate::delivery::check_webhook_url(url, self.inner.policy.webhook_allow_private)
                 .map_err(|e| Error::invalid("sms_webhook_url", e))?;
         }
         let mut tx = self.store().begin().await?;
-        tx.update_project_settings(&project).await?;
+        tx.update_project(&project).await?;
         tx.commit().await?;
         Ok(ProjectSettings::from(&project))
     }
@@ -403,11 +443,13 @@ impl Auth {
 mod tests {
     use super::*;
 
+    use crate::store::{CodeSettings, DeliverySettings, ExternalTokenSettings, PasswordSettings};
+
     #[test]
     fn debug_output_leaves_a_projects_secrets_out() {
         let mut project = project();
-        project.sms_webhook_secret = Some("webhook-bearer-secret".into());
-        project.external_key_pem = Some("-----BEGIN PRIVATE KEY-----MC4".into());
+        project.delivery.sms_webhook_secret = Some("webhook-bearer-secret".into());
+        project.external_token.key_pem = Some("-----BEGIN PRIVATE KEY-----MC4".into());
         let shown = format!("{project:?}");
         assert!(
             !shown.contains("webhook-bearer-secret") && !shown.contains("MC4"),
@@ -423,21 +465,29 @@ mod tests {
             app_token: "app_x".into(),
             anonymous_login: false,
             recovery: false,
-            code_length: 4,
-            code_lifetime_seconds: 600,
-            code_attempts: 3,
-            mail_sender: None,
-            link_base: None,
-            sms_webhook_url: None,
-            sms_webhook_secret: None,
-            external_issuer: None,
-            external_audience: None,
-            external_key_pem: None,
             allowed_origins: None,
-            password_reveal_existing: false,
-            password_reset_url: None,
-            password_reset_lifetime_seconds: 3600,
-            password_require_verified_email: false,
+            codes: CodeSettings {
+                length: 4,
+                lifetime_seconds: 600,
+                attempts: 3,
+            },
+            delivery: DeliverySettings {
+                mail_sender: None,
+                link_base: None,
+                sms_webhook_url: None,
+                sms_webhook_secret: None,
+            },
+            passwords: PasswordSettings {
+                reveal_existing: false,
+                reset_url: None,
+                reset_lifetime_seconds: 3600,
+                require_verified_email: false,
+            },
+            external_token: ExternalTokenSettings {
+                issuer: None,
+                audience: None,
+                key_pem: None,
+            },
         }
     }
 
@@ -452,9 +502,12 @@ mod tests {
         };
         change.apply(&mut p).unwrap();
         assert!(p.anonymous_login);
-        assert_eq!(p.code_length, 6);
-        assert_eq!(p.link_base.as_deref(), Some("https://login.acme.test"));
-        assert_eq!(p.code_attempts, 3);
+        assert_eq!(p.codes.length, 6);
+        assert_eq!(
+            p.delivery.link_base.as_deref(),
+            Some("https://login.acme.test")
+        );
+        assert_eq!(p.codes.attempts, 3);
     }
 
     #[test]
@@ -474,14 +527,14 @@ mod tests {
     #[test]
     fn empty_text_clears_and_bad_values_are_refused() {
         let mut p = project();
-        p.sms_webhook_url = Some("https://sms.test".into());
+        p.delivery.sms_webhook_url = Some("https://sms.test".into());
         SettingsChange {
             sms_webhook_url: Some(String::new()),
             ..Default::default()
         }
         .apply(&mut p)
         .unwrap();
-        assert_eq!(p.sms_webhook_url, None);
+        assert_eq!(p.delivery.sms_webhook_url, None);
         for change in [
             SettingsChange {
                 code_length: Some(3),

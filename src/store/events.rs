@@ -6,11 +6,13 @@ use super::*;
 
 impl Store {
     pub async fn event_by_id(&self, id: &str) -> StoreResult<Option<EventRecord>> {
-        let row = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(EventRecord::from_row).transpose()
+        Ok(sqlx::query_as(&format!(
+            "SELECT {} FROM events WHERE id = $1",
+            EventRecord::column_list()
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// Log lines of an event, newest first, with ids below `before_id` when given.
@@ -20,24 +22,15 @@ impl Store {
         before_id: Option<i64>,
         limit: i64,
     ) -> StoreResult<Vec<LogRecord>> {
-        let rows = sqlx::query(
-            "SELECT id, data, created_at FROM logs WHERE event_id = $1 AND id < $2
-             ORDER BY id DESC LIMIT $3",
-        )
+        Ok(sqlx::query_as(&format!(
+            "SELECT {} FROM logs WHERE event_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+            LogRecord::column_list()
+        ))
         .bind(event_id)
         .bind(before_id.unwrap_or(i64::MAX))
         .bind(limit)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(LogRecord {
-                    id: row.try_get("id")?,
-                    data: row.try_get("data")?,
-                    created_at: row.try_get("created_at")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 }
 

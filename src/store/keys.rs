@@ -28,16 +28,15 @@ impl Store {
     }
 
     pub async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
-        let rows = sqlx::query(
-            "SELECT kid, private_key, public_key, created_at FROM signing_keys
-             WHERE retired_at IS NULL ORDER BY created_at DESC, kid",
-        )
+        let keys: Vec<SigningKeyRecord> = sqlx::query_as(&format!(
+            "SELECT {} FROM signing_keys WHERE retired_at IS NULL ORDER BY created_at DESC, kid",
+            SigningKeyRecord::column_list()
+        ))
         .fetch_all(&self.pool)
         .await?;
         let master = self.master()?;
-        rows.iter()
-            .map(|row| {
-                let mut key = SigningKeyRecord::from_row(row)?;
+        keys.into_iter()
+            .map(|mut key| {
                 key.private_key =
                     master.open(&sealing::signing_key_place(&key.kid), &key.private_key)?;
                 Ok(key)

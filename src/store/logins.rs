@@ -58,13 +58,13 @@ impl Tx {
         &mut self,
         token_hash: &[u8],
     ) -> StoreResult<Option<LoginRequestRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {LOGIN_REQUEST_COLUMNS} FROM login_requests WHERE token_hash = $1"
+        Ok(sqlx::query_as(&format!(
+            "SELECT {} FROM login_requests WHERE token_hash = $1",
+            LoginRequestRecord::column_list()
         ))
         .bind(token_hash)
         .fetch_optional(&mut *self.tx)
-        .await?;
-        row.as_ref().map(LoginRequestRecord::from_row).transpose()
+        .await?)
     }
 
     /// Spends one attempt of a live login request, atomically, before the code is judged:
@@ -75,16 +75,16 @@ impl Tx {
         token_hash: &[u8],
         now: i64,
     ) -> StoreResult<Option<LoginRequestRecord>> {
-        let row = sqlx::query(&format!(
+        Ok(sqlx::query_as(&format!(
             "UPDATE login_requests SET attempts_left = attempts_left - 1, attempted = 1
              WHERE token_hash = $1 AND consumed_at IS NULL AND expires_at > $2 AND attempts_left > 0
-             RETURNING {LOGIN_REQUEST_COLUMNS}"
+             RETURNING {}",
+            LoginRequestRecord::column_list()
         ))
         .bind(token_hash)
         .bind(now)
         .fetch_optional(&mut *self.tx)
-        .await?;
-        row.as_ref().map(LoginRequestRecord::from_row).transpose()
+        .await?)
     }
 
     /// Marks a login request used; false if something else used it first.
@@ -127,13 +127,13 @@ impl Tx {
         &mut self,
         link_token_hash: &[u8],
     ) -> StoreResult<Option<LoginRequestRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {LOGIN_REQUEST_COLUMNS} FROM login_requests WHERE link_token_hash = $1"
+        Ok(sqlx::query_as(&format!(
+            "SELECT {} FROM login_requests WHERE link_token_hash = $1",
+            LoginRequestRecord::column_list()
         ))
         .bind(link_token_hash)
         .fetch_optional(&mut *self.tx)
-        .await?;
-        row.as_ref().map(LoginRequestRecord::from_row).transpose()
+        .await?)
     }
 
     /// Marks a live login request confirmed through its magic link; `None` when the link
@@ -143,17 +143,17 @@ impl Tx {
         link_token_hash: &[u8],
         now: i64,
     ) -> StoreResult<Option<LoginRequestRecord>> {
-        let row = sqlx::query(&format!(
+        Ok(sqlx::query_as(&format!(
             "UPDATE login_requests SET confirmed_at = $2
              WHERE link_token_hash = $1 AND consumed_at IS NULL AND confirmed_at IS NULL
                AND expires_at > $2
-             RETURNING {LOGIN_REQUEST_COLUMNS}"
+             RETURNING {}",
+            LoginRequestRecord::column_list()
         ))
         .bind(link_token_hash)
         .bind(now)
         .fetch_optional(&mut *self.tx)
-        .await?;
-        row.as_ref().map(LoginRequestRecord::from_row).transpose()
+        .await?)
     }
 
     /// Takes a link-confirmed login request for its session, once; `None` when it is not
@@ -164,17 +164,17 @@ impl Tx {
         now: i64,
         confirmed_since: i64,
     ) -> StoreResult<Option<LoginRequestRecord>> {
-        let row = sqlx::query(&format!(
+        Ok(sqlx::query_as(&format!(
             "UPDATE login_requests SET consumed_at = $2
              WHERE token_hash = $1 AND consumed_at IS NULL AND confirmed_at IS NOT NULL
                AND confirmed_at >= $3
-             RETURNING {LOGIN_REQUEST_COLUMNS}"
+             RETURNING {}",
+            LoginRequestRecord::column_list()
         ))
         .bind(token_hash)
         .bind(now)
         .bind(confirmed_since)
         .fetch_optional(&mut *self.tx)
-        .await?;
-        row.as_ref().map(LoginRequestRecord::from_row).transpose()
+        .await?)
     }
 }

@@ -14,14 +14,15 @@ mod projects;
 mod records;
 mod recovery;
 mod revocations;
+mod rows;
 mod sealing;
 mod session_cache;
 mod sessions;
 mod users;
 
 use secrecy::SecretString;
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyPool, Connection, Row, Transaction};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{Any, AnyPool, Connection, Executor, Row, Transaction};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +34,8 @@ use crate::domain::{MasterKey, SealError};
 pub use passwords::{AttemptCount, PasswordResetRecord, PasswordUserRecord};
 pub use records::*;
 pub use sealing::KeyAdoption;
+
+use rows::Record;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -368,8 +371,4 @@ async fn run_to_completion<T: Send + 'static>(
         // Only when the runtime itself is shutting down.
         Err(_) => Err(StoreError::Unavailable(sqlx::Error::WorkerCrashed)),
     }
-}
-
-fn flag(row: &AnyRow, column: &str) -> StoreResult<bool> {
-    Ok(row.try_get::<i64, _>(column)? != 0)
 }

@@ -26,9 +26,10 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut tx = self.begin().await?;
-        let rows = sqlx::query(&format!(
-            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE sent_at IS NULL AND next_attempt_at <= $1
-             ORDER BY next_attempt_at, id LIMIT $2"
+        let rows: Vec<OutboxMessage> = sqlx::query_as(&format!(
+            "SELECT {} FROM outbox WHERE sent_at IS NULL AND next_attempt_at <= $1
+             ORDER BY next_attempt_at, id LIMIT $2",
+            OutboxMessage::column_list()
         ))
         .bind(now)
         .bind(limit)
@@ -36,9 +37,8 @@ impl Store {
         .await?;
         let master = self.master()?;
         let messages: Vec<OutboxMessage> = rows
-            .iter()
-            .map(|row| {
-                let mut message = OutboxMessage::from_row(row)?;
+            .into_iter()
+            .map(|mut message| {
                 message.subject = master.open_text(
                     &sealing::outbox_place("subject", message.id),
                     &message.subject,

@@ -2,24 +2,33 @@
 //! (The projects' password settings are columns of `projects`, in `ProjectRecord`.)
 
 use sqlx::Row;
-use sqlx::any::AnyRow;
 
+use super::rows::record;
 use super::*;
 
-/// A user with its password hash (PHC form; `None` for users who log in by code only).
-#[derive(Clone, Debug)]
-pub struct PasswordUserRecord {
-    pub user: UserRecord,
-    pub password_hash: Option<String>,
+record! {
+    /// A user with its password hash (PHC form; `None` for users who log in by code only).
+    #[derive(Clone, Debug)]
+    pub struct PasswordUserRecord {
+        pub user: UserRecord,
+        pub password_hash: Option<String>,
+    }
 }
 
-impl PasswordUserRecord {
-    fn from_row(row: &AnyRow) -> StoreResult<Self> {
-        Ok(PasswordUserRecord {
-            user: UserRecord::from_row(row)?,
-            password_hash: row.try_get("password_hash")?,
-        })
-    }
+/// A user with its password hash by name, through the pool or inside a transaction.
+async fn password_user_by_name<'e>(
+    db: impl Executor<'e, Database = Any>,
+    project_id: &str,
+    name: &str,
+) -> StoreResult<Option<PasswordUserRecord>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {} FROM users WHERE project_id = $1 AND name = $2",
+        PasswordUserRecord::column_list()
+    ))
+    .bind(project_id)
+    .bind(name)
+    .fetch_optional(db)
+    .await?)
 }
 
 /// The password checks counted against one key in its current window.
@@ -48,14 +57,7 @@ impl Store {
         project_id: &str,
         name: &str,
     ) -> StoreResult<Option<PasswordUserRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS}, password_hash FROM users WHERE project_id = $1 AND name = $2"
-        ))
-        .bind(project_id)
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(PasswordUserRecord::from_row).transpose()
+        password_user_by_name(&self.pool, project_id, name).await
     }
 
     pub async fn password_hash_of(&self, user_id: i64) -> StoreResult<Option<String>> {
@@ -99,14 +101,7 @@ impl Tx {
         project_id: &str,
         name: &str,
     ) -> StoreResult<Option<PasswordUserRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS}, password_hash FROM users WHERE project_id = $1 AND name = $2"
-        ))
-        .bind(project_id)
-        .bind(name)
-        .fetch_optional(&mut *self.tx)
-        .await?;
-        row.as_ref().map(PasswordUserRecord::from_row).transpose()
+        password_user_by_name(&mut *self.tx, project_id, name).await
     }
 
     /// Sets the password of a user that has none yet and never proved its mailbox; false

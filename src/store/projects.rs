@@ -2,49 +2,52 @@
 
 use sqlx::Row;
 
+use super::rows::{Column, Record};
 use super::*;
+
+/// The value of a unique column that finds a project.
+enum Key<'a> {
+    Text(&'a str),
+    Bytes(&'a [u8]),
+}
 
 impl Store {
     pub async fn project_by_app_token(
         &self,
         app_token: &str,
     ) -> StoreResult<Option<ProjectRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {PROJECT_COLUMNS} FROM projects WHERE app_token = $1"
-        ))
-        .bind(app_token)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref()
-            .map(|row| self.opened(ProjectRecord::from_row(row)?))
-            .transpose()
+        self.project_where("app_token", Key::Text(app_token)).await
     }
 
     pub async fn project_by_admin_token_hash(
         &self,
         hash: &[u8],
     ) -> StoreResult<Option<ProjectRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {PROJECT_COLUMNS} FROM projects WHERE admin_token_hash = $1"
-        ))
-        .bind(hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref()
-            .map(|row| self.opened(ProjectRecord::from_row(row)?))
-            .transpose()
+        self.project_where("admin_token_hash", Key::Bytes(hash))
+            .await
     }
 
     pub async fn project_by_id(&self, id: &str) -> StoreResult<Option<ProjectRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {PROJECT_COLUMNS} FROM projects WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref()
-            .map(|row| self.opened(ProjectRecord::from_row(row)?))
-            .transpose()
+        self.project_where("id", Key::Text(id)).await
+    }
+
+    /// The project whose `column` (a unique one) holds `value`, its secrets opened.
+    async fn project_where(
+        &self,
+        column: &'static str,
+        value: Key<'_>,
+    ) -> StoreResult<Option<ProjectRecord>> {
+        let sql = format!(
+            "SELECT {} FROM projects WHERE {column} = $1",
+            ProjectRecord::column_list()
+        );
+        let query = sqlx::query_as(&sql);
+        let query = match value {
+            Key::Text(text) => query.bind(text),
+            Key::Bytes(bytes) => query.bind(bytes),
+        };
+        let project: Option<ProjectRecord> = query.fetch_optional(&self.pool).await?;
+        project.map(|project| self.opened(project)).transpose()
     }
 }
 
@@ -52,12 +55,12 @@ impl Store {
     /// A project as read, with its sealed secrets opened.
     fn opened(&self, mut project: ProjectRecord) -> StoreResult<ProjectRecord> {
         let master = self.master()?;
-        if let Some(secret) = &project.sms_webhook_secret {
-            project.sms_webhook_secret =
+        if let Some(secret) = &project.delivery.sms_webhook_secret {
+            project.delivery.sms_webhook_secret =
                 Some(master.open_text(&sealing::webhook_secret_place(&project.id), secret)?);
         }
-        if let Some(pem) = &project.external_key_pem {
-            project.external_key_pem =
+        if let Some(pem) = &project.external_token.key_pem {
+            project.external_token.key_pem =
                 Some(master.open_text(&sealing::external_key_place(&project.id), pem)?);
         }
         Ok(project)
@@ -84,56 +87,36 @@ impl Tx {
         Ok(())
     }
 
-    /// Writes every setting of `project` (the caller merged the change into the record).
-    pub async fn update_project_settings(&mut self, project: &ProjectRecord) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE projects SET name = $2, anonymous_login = $3, recovery = $4, code_length = $5,
-               code_lifetime_seconds = $6, code_attempts = $7, mail_sender = $8, link_base = $9,
-               sms_webhook_url = $10, sms_webhook_secret = $11, external_issuer = $12,
-               external_audience = $13, external_key_pem = $14, allowed_origins = $15,
-               password_reveal_existing = $16, password_reset_url = $17,
-               password_reset_lifetime_seconds = $18, password_require_verified_email = $19
-             WHERE id = $1",
-        )
-        .bind(&project.id)
-        .bind(&project.name)
-        .bind(project.anonymous_login as i64)
-        .bind(project.recovery as i64)
-        .bind(i64::from(project.code_length))
-        .bind(project.code_lifetime_seconds)
-        .bind(project.code_attempts)
-        .bind(project.mail_sender.as_deref())
-        .bind(project.link_base.as_deref())
-        .bind(project.sms_webhook_url.as_deref())
-        .bind(
-            project
-                .sms_webhook_secret
-                .as_deref()
-                .map(|secret| {
-                    self.master()
-                        .map(|m| m.seal_text(&sealing::webhook_secret_place(&project.id), secret))
-                })
-                .transpose()?,
-        )
-        .bind(project.external_issuer.as_deref())
-        .bind(project.external_audience.as_deref())
-        .bind(
-            project
-                .external_key_pem
-                .as_deref()
-                .map(|pem| {
-                    self.master()
-                        .map(|m| m.seal_text(&sealing::external_key_place(&project.id), pem))
-                })
-                .transpose()?,
-        )
-        .bind(project.allowed_origins.as_deref())
-        .bind(project.password_reveal_existing as i64)
-        .bind(project.password_reset_url.as_deref())
-        .bind(project.password_reset_lifetime_seconds)
-        .bind(project.password_require_verified_email as i64)
-        .execute(&mut *self.tx)
-        .await?;
+    /// Writes every column of `project` (the caller merged the change into the record),
+    /// its secrets sealed.
+    pub async fn update_project(&mut self, project: &ProjectRecord) -> StoreResult<()> {
+        let master = self.master()?;
+        let mut sealed = project.clone();
+        sealed.delivery.sms_webhook_secret = project
+            .delivery
+            .sms_webhook_secret
+            .as_deref()
+            .map(|secret| master.seal_text(&sealing::webhook_secret_place(&project.id), secret));
+        sealed.external_token.key_pem = project
+            .external_token
+            .key_pem
+            .as_deref()
+            .map(|pem| master.seal_text(&sealing::external_key_place(&project.id), pem));
+        static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let sql = SQL.get_or_init(|| {
+            // Every column is bound in order; `id` ($1) is the one that finds the row.
+            let assignments: Vec<String> = ProjectRecord::column_names()
+                .iter()
+                .enumerate()
+                .filter(|(_, column)| **column != "id")
+                .map(|(i, column)| format!("{column} = ${}", i + 1))
+                .collect();
+            format!(
+                "UPDATE projects SET {} WHERE id = $1",
+                assignments.join(", ")
+            )
+        });
+        sealed.bind(sqlx::query(sql)).execute(&mut *self.tx).await?;
         Ok(())
     }
 

@@ -2,6 +2,21 @@
 
 use super::*;
 
+/// A session's columns and its user's, as `SessionUser` reads them.
+fn session_user_columns() -> &'static str {
+    static LIST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    LIST.get_or_init(|| {
+        let user: Vec<String> = UserRecord::column_names()
+            .iter()
+            .map(|column| format!("u.{column}"))
+            .collect();
+        format!(
+            "s.id AS session_id, s.expires_at AS session_expires_at, {}",
+            user.join(", ")
+        )
+    })
+}
+
 impl Store {
     /// The hot-path lookup behind Authorize: a live session by its token hash, with its
     /// user. Read-only.
@@ -10,28 +25,28 @@ impl Store {
         hash: &[u8],
         now: i64,
     ) -> StoreResult<Option<SessionUser>> {
-        let row = sqlx::query(&format!(
-            "SELECT {SESSION_USER_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id
-             WHERE s.token_hash = $1 AND s.expires_at > $2"
+        Ok(sqlx::query_as(&format!(
+            "SELECT {} FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.token_hash = $1 AND s.expires_at > $2",
+            session_user_columns()
         ))
         .bind(hash)
         .bind(now)
         .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(SessionUser::from_row).transpose()
+        .await?)
     }
 
     /// A live session by its id (the `sid` of a JWT), with its user.
     pub async fn session_by_id(&self, id: &str, now: i64) -> StoreResult<Option<SessionUser>> {
-        let row = sqlx::query(&format!(
-            "SELECT {SESSION_USER_COLUMNS} FROM sessions s JOIN users u ON u.id = s.user_id
-             WHERE s.id = $1 AND s.expires_at > $2"
+        Ok(sqlx::query_as(&format!(
+            "SELECT {} FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.id = $1 AND s.expires_at > $2",
+            session_user_columns()
         ))
         .bind(id)
         .bind(now)
         .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(SessionUser::from_row).transpose()
+        .await?)
     }
 
     /// A live session from the hot-path cache, by the hash of the token (opaque or JWT)

@@ -2,20 +2,29 @@
 
 use super::*;
 
+/// A user by name, through the pool or inside a transaction.
+async fn user_by_name<'e>(
+    db: impl Executor<'e, Database = Any>,
+    project_id: &str,
+    name: &str,
+) -> StoreResult<Option<UserRecord>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {} FROM users WHERE project_id = $1 AND name = $2",
+        UserRecord::column_list()
+    ))
+    .bind(project_id)
+    .bind(name)
+    .fetch_optional(db)
+    .await?)
+}
+
 impl Store {
     pub async fn user_by_name(
         &self,
         project_id: &str,
         name: &str,
     ) -> StoreResult<Option<UserRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE project_id = $1 AND name = $2"
-        ))
-        .bind(project_id)
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(UserRecord::from_row).transpose()
+        user_by_name(&self.pool, project_id, name).await
     }
 }
 
@@ -25,14 +34,7 @@ impl Tx {
         project_id: &str,
         name: &str,
     ) -> StoreResult<Option<UserRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE project_id = $1 AND name = $2"
-        ))
-        .bind(project_id)
-        .bind(name)
-        .fetch_optional(&mut *self.tx)
-        .await?;
-        row.as_ref().map(UserRecord::from_row).transpose()
+        user_by_name(&mut *self.tx, project_id, name).await
     }
 
     /// Inserts a user; `None` when its name is already taken in the project, or its uid
@@ -41,12 +43,13 @@ impl Tx {
     /// can be checked and reported.
     pub async fn insert_user(&mut self, user: &NewUser) -> StoreResult<Option<UserRecord>> {
         // (SQLite needs the WHERE to read ON CONFLICT as the upsert clause.)
-        let row = sqlx::query(&format!(
+        Ok(sqlx::query_as(&format!(
             "INSERT INTO users (uid, project_id, name, root, password_hash, created_at, verified_at)
              SELECT $1, $2, $3, $4, $5, $6, $7
              WHERE NOT EXISTS (SELECT 1 FROM retired_uids WHERE uid = $1)
              ON CONFLICT DO NOTHING
-             RETURNING {USER_COLUMNS}"
+             RETURNING {}",
+            UserRecord::column_list()
         ))
         .bind(&user.uid)
         .bind(&user.project_id)
@@ -56,8 +59,7 @@ impl Tx {
         .bind(user.created_at)
         .bind(user.verified_at)
         .fetch_optional(&mut *self.tx)
-        .await?;
-        row.as_ref().map(UserRecord::from_row).transpose()
+        .await?)
     }
 
     /// The first proof that the user holds the mailbox (a code or link confirmed, or an
@@ -108,11 +110,13 @@ impl Tx {
     }
 
     pub async fn user_by_id(&mut self, user_id: i64) -> StoreResult<Option<UserRecord>> {
-        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
-            .bind(user_id)
-            .fetch_optional(&mut *self.tx)
-            .await?;
-        row.as_ref().map(UserRecord::from_row).transpose()
+        Ok(sqlx::query_as(&format!(
+            "SELECT {} FROM users WHERE id = $1",
+            UserRecord::column_list()
+        ))
+        .bind(user_id)
+        .fetch_optional(&mut *self.tx)
+        .await?)
     }
 
     /// Renames a user; `Conflict` when the name is taken in the project.

@@ -20,6 +20,7 @@ mod password;
 mod password_browser;
 mod recovery;
 mod resilience;
+mod schema;
 mod secrets;
 mod server;
 mod shim;
