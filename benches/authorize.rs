@@ -81,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
                         ..Default::default()
                     })
                     .await;
-                answer.is_ok_and(|a| a.into_inner().role == "user")
+                answer.is_ok_and(|a| a.into_inner().role() == portcullis::grpc::pb::Role::User)
             }
         })
         .await;

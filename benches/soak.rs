@@ -446,7 +446,9 @@ async fn authorize_loop(channel: Channel, sessions: Sessions, stats: Stats, stop
             ))
             .await;
         let kind = match &result {
-            Ok(answer) if answer.get_ref().role == "user" => "ok".to_owned(),
+            Ok(answer) if answer.get_ref().role() == portcullis::grpc::pb::Role::User => {
+                "ok".to_owned()
+            }
             // A session logged out meanwhile: the right answer, not an error.
             Ok(_) => "ok (public)".to_owned(),
             Err(_) => outcome(&result),

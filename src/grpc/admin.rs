@@ -22,39 +22,23 @@ impl AdminService for AdminApi {
     async fn get_project(
         &self,
         request: Request<GetProjectRequest>,
-    ) -> Result<Response<Project>, Status> {
+    ) -> Result<Response<GetProjectResponse>, Status> {
         let settings = self.auth.project_settings(&bearer(&request)?).await?;
-        Ok(Response::new(project_message(settings)))
+        Ok(Response::new(GetProjectResponse {
+            project: Some(settings.into()),
+        }))
     }
 
     async fn update_project_settings(
         &self,
         request: Request<UpdateProjectSettingsRequest>,
-    ) -> Result<Response<Project>, Status> {
+    ) -> Result<Response<UpdateProjectSettingsResponse>, Status> {
         let token = bearer(&request)?;
-        let body = request.into_inner();
-        let change = SettingsChange {
-            name: body.name,
-            anonymous_login: body.anonymous_login,
-            recovery: body.recovery,
-            code_length: body.code_length,
-            code_lifetime_seconds: body.code_lifetime_seconds,
-            code_attempts: body.code_attempts,
-            mail_sender: body.mail_sender,
-            link_base: body.link_base,
-            sms_webhook_url: body.sms_webhook_url,
-            sms_webhook_secret: body.sms_webhook_secret,
-            external_token_issuer: body.external_token_issuer,
-            external_token_audience: body.external_token_audience,
-            external_token_key_pem: body.external_token_key_pem,
-            allowed_origins: body.allowed_origins,
-            password_reveal_existing: body.password_reveal_existing,
-            password_reset_url: body.password_reset_url,
-            password_reset_lifetime_seconds: body.password_reset_lifetime_seconds,
-            password_require_verified_email: body.password_require_verified_email,
-        };
+        let change = SettingsChange::from(request.into_inner());
         let settings = self.auth.update_project_settings(&token, &change).await?;
-        Ok(Response::new(project_message(settings)))
+        Ok(Response::new(UpdateProjectSettingsResponse {
+            project: Some(settings.into()),
+        }))
     }
 
     async fn import_users(
@@ -94,27 +78,54 @@ impl AdminService for AdminApi {
     }
 }
 
-fn project_message(settings: ProjectSettings) -> Project {
-    Project {
-        project_id: settings.project_id,
-        name: settings.name,
-        app_token: settings.app_token,
-        anonymous_login: settings.anonymous_login,
-        recovery: settings.recovery,
-        code_length: settings.code_length,
-        code_lifetime_seconds: settings.code_lifetime_seconds,
-        code_attempts: settings.code_attempts,
-        mail_sender: settings.mail_sender.unwrap_or_default(),
-        link_base: settings.link_base.unwrap_or_default(),
-        sms_webhook_url: settings.sms_webhook_url.unwrap_or_default(),
-        sms_webhook_secret_set: settings.sms_webhook_secret_set,
-        external_token_issuer: settings.external_token_issuer.unwrap_or_default(),
-        external_token_audience: settings.external_token_audience.unwrap_or_default(),
-        external_token_key_set: settings.external_token_key_set,
-        allowed_origins: settings.allowed_origins,
-        password_reveal_existing: settings.password_reveal_existing,
-        password_reset_url: settings.password_reset_url.unwrap_or_default(),
-        password_reset_lifetime_seconds: settings.password_reset_lifetime_seconds,
-        password_require_verified_email: settings.password_require_verified_email,
+impl From<ProjectSettings> for Project {
+    fn from(settings: ProjectSettings) -> Project {
+        Project {
+            project_id: settings.project_id,
+            name: settings.name,
+            app_token: settings.app_token,
+            anonymous_login: settings.anonymous_login,
+            recovery: settings.recovery,
+            code_length: settings.code_length,
+            code_lifetime_seconds: settings.code_lifetime_seconds,
+            code_attempts: settings.code_attempts,
+            mail_sender: settings.mail_sender.unwrap_or_default(),
+            link_base: settings.link_base.unwrap_or_default(),
+            sms_webhook_url: settings.sms_webhook_url.unwrap_or_default(),
+            sms_webhook_secret_set: settings.sms_webhook_secret_set,
+            external_token_issuer: settings.external_token_issuer.unwrap_or_default(),
+            external_token_audience: settings.external_token_audience.unwrap_or_default(),
+            external_token_key_set: settings.external_token_key_set,
+            allowed_origins: settings.allowed_origins,
+            password_reveal_existing: settings.password_reveal_existing,
+            password_reset_url: settings.password_reset_url.unwrap_or_default(),
+            password_reset_lifetime_seconds: settings.password_reset_lifetime_seconds,
+            password_require_verified_email: settings.password_require_verified_email,
+        }
+    }
+}
+
+impl From<UpdateProjectSettingsRequest> for SettingsChange {
+    fn from(body: UpdateProjectSettingsRequest) -> SettingsChange {
+        SettingsChange {
+            name: body.name,
+            anonymous_login: body.anonymous_login,
+            recovery: body.recovery,
+            code_length: body.code_length,
+            code_lifetime_seconds: body.code_lifetime_seconds,
+            code_attempts: body.code_attempts,
+            mail_sender: body.mail_sender,
+            link_base: body.link_base,
+            sms_webhook_url: body.sms_webhook_url,
+            sms_webhook_secret: body.sms_webhook_secret,
+            external_token_issuer: body.external_token_issuer,
+            external_token_audience: body.external_token_audience,
+            external_token_key_pem: body.external_token_key_pem,
+            allowed_origins: body.allowed_origins,
+            password_reveal_existing: body.password_reveal_existing,
+            password_reset_url: body.password_reset_url,
+            password_reset_lifetime_seconds: body.password_reset_lifetime_seconds,
+            password_require_verified_email: body.password_require_verified_email,
+        }
     }
 }

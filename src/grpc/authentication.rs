@@ -75,7 +75,7 @@ impl AuthenticationService for AuthenticationApi {
             .await?
         {
             Authorization::Public => AuthorizeResponse {
-                role: "public".into(),
+                role: Role::Public.into(),
                 ..Default::default()
             },
             Authorization::User {
@@ -85,7 +85,7 @@ impl AuthenticationService for AuthenticationApi {
                 root,
                 ..
             } => AuthorizeResponse {
-                role: "user".into(),
+                role: Role::User.into(),
                 id,
                 uid,
                 name: name.unwrap_or_default(),

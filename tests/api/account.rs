@@ -31,8 +31,8 @@ async fn a_user_deletes_itself_and_everything_of_it_goes(backend: Backend) {
     assert_eq!(app.database.count("users").await, users - 1);
     for token in [phone.token(), laptop.token(), laptop.jwt()] {
         assert_eq!(
-            app.authorize(token).await.role,
-            "public",
+            app.authorize(token).await.role(),
+            Role::Public,
             "every session went with the user"
         );
     }
@@ -116,8 +116,8 @@ async fn only_the_root_user_or_the_admin_deletes_others_and_never_across_project
         .unwrap_err();
     assert_eq!(cross.code(), Code::NotFound);
     assert_eq!(
-        app.authorize(alice.token()).await.role,
-        "user",
+        app.authorize(alice.token()).await.role(),
+        Role::User,
         "alice is untouched"
     );
 }

@@ -20,7 +20,9 @@ async fn the_admin_reads_and_changes_settings_and_bad_values_change_nothing(back
         .get_project(bearer(&app.project.admin_token, GetProjectRequest {}))
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .project
+        .expect("a project");
     assert_eq!(project.project_id, app.project.project_id);
     assert_eq!(project.app_token, app.project.app_token);
     assert_eq!(
@@ -97,7 +99,9 @@ async fn the_admin_reads_and_changes_settings_and_bad_values_change_nothing(back
         .get_project(bearer(&app.project.admin_token, GetProjectRequest {}))
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .project
+        .expect("a project");
     assert_eq!(after, changed, "refused changes wrote nothing");
 }
 
@@ -267,7 +271,9 @@ async fn admin_calls_need_the_admin_token_of_the_project(backend: Backend) {
         .get_project(bearer(&other.admin_token, GetProjectRequest {}))
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .project
+        .expect("a project");
     assert_eq!(
         theirs.project_id, other.project_id,
         "each admin token sees its own project"

@@ -43,7 +43,7 @@ async fn anonymous_login_is_refused_unless_the_project_allows_it(backend: Backen
     assert!(answer.code_token.is_empty());
     let session = answer.session.expect("a session at once");
     let who = app.authorize(&session.token).await;
-    assert_eq!(who.role, "user");
+    assert_eq!(who.role(), Role::User);
     assert_eq!(who.name, "");
     assert_eq!(who.uid, session.uid);
 }

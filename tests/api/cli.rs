@@ -318,8 +318,8 @@ async fn keys_rotate_without_downtime_and_retired_keys_stop_verifying() {
     let after = app.log_in("rotating@example.com").await;
     assert_eq!(kid_of(after.jwt()), new_kid);
     assert_eq!(
-        app.authorize(before.jwt()).await.role,
-        "user",
+        app.authorize(before.jwt()).await.role(),
+        Role::User,
         "tokens of the old key keep working"
     );
 
@@ -327,7 +327,7 @@ async fn keys_rotate_without_downtime_and_retired_keys_stop_verifying() {
     let (ok, _, err) = keys(&["retire", &format!("--kid={old_kid}")]);
     assert!(ok, "{err}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while app.authorize(before.jwt()).await.role != "public" {
+    while app.authorize(before.jwt()).await.role() != Role::Public {
         assert!(
             std::time::Instant::now() < deadline,
             "a retired key stops verifying"
@@ -335,7 +335,7 @@ async fn keys_rotate_without_downtime_and_retired_keys_stop_verifying() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(!published().await.contains(&old_kid));
-    assert_eq!(app.authorize(after.jwt()).await.role, "user");
+    assert_eq!(app.authorize(after.jwt()).await.role(), Role::User);
 
     let (ok, _, err) = keys(&["retire", "--kid", "no-such-kid"]);
     assert!(!ok && err.contains("no live signing key"), "{err}");

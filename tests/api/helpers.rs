@@ -4,6 +4,7 @@
 
 use portcullis::Application;
 use portcullis::domain::Clock;
+pub use portcullis::grpc::pb::Role;
 use portcullis::grpc::pb::admin_service_client::AdminServiceClient;
 use portcullis::grpc::pb::authentication_service_client::AuthenticationServiceClient;
 use portcullis::grpc::pb::log_service_client::LogServiceClient;
@@ -512,6 +513,8 @@ impl TestApp {
             .await
             .expect("update settings")
             .into_inner()
+            .project
+            .expect("the changed project")
     }
 
     pub async fn poll(&self, code_token: &str) -> Result<PollResponse, tonic::Status> {

@@ -49,7 +49,7 @@ async fn a_new_name_logs_in_with_the_mailed_code_and_is_authorized_until_logout(
 
     for token in [&session.token, &jwt.token] {
         let who = app.authorize(token).await;
-        assert_eq!(who.role, "user");
+        assert_eq!(who.role(), Role::User);
         assert_eq!(who.id, session.user_id);
         assert_eq!(who.uid, session.uid);
         assert_eq!(who.name, "ada@example.com");
@@ -63,10 +63,10 @@ async fn a_new_name_logs_in_with_the_mailed_code_and_is_authorized_until_logout(
     assert!(!user.encrypted);
 
     app.logout(&session.token).await.expect("logout");
-    assert_eq!(app.authorize(&session.token).await.role, "public");
+    assert_eq!(app.authorize(&session.token).await.role(), Role::Public);
     assert_eq!(
-        app.authorize(&jwt.token).await.role,
-        "public",
+        app.authorize(&jwt.token).await.role(),
+        Role::Public,
         "the JWT dies with its session"
     );
     let after = app
@@ -137,7 +137,7 @@ async fn the_jwt_verifies_against_the_published_jwks(backend: Backend) {
     bytes[0] ^= 1;
     let forged = format!("{head}.{}", URL_SAFE_NO_PAD.encode(bytes));
     assert!(jsonwebtoken::decode::<serde_json::Value>(&forged, &key, &validation).is_err());
-    assert_eq!(app.authorize(&forged).await.role, "public");
+    assert_eq!(app.authorize(&forged).await.role(), Role::Public);
 }
 
 async fn a_jwt_stops_authorizing_when_it_expires_while_the_opaque_token_still_works(
@@ -147,13 +147,13 @@ async fn a_jwt_stops_authorizing_when_it_expires_while_the_opaque_token_still_wo
     let login = app.log_in("margaret@example.com").await;
 
     app.clock.advance(3601);
-    assert_eq!(app.authorize(login.jwt()).await.role, "public");
-    assert_eq!(app.authorize(login.token()).await.role, "user");
+    assert_eq!(app.authorize(login.jwt()).await.role(), Role::Public);
+    assert_eq!(app.authorize(login.token()).await.role(), Role::User);
 
     app.clock.advance(31 * 24 * 3600);
     assert_eq!(
-        app.authorize(login.token()).await.role,
-        "public",
+        app.authorize(login.token()).await.role(),
+        Role::Public,
         "sessions expire too"
     );
 }
@@ -164,9 +164,9 @@ async fn logout_revokes_only_that_session(backend: Backend) {
     let laptop = app.log_in("barbara@example.com").await;
 
     app.logout(phone.token()).await.expect("logout");
-    assert_eq!(app.authorize(phone.token()).await.role, "public");
-    assert_eq!(app.authorize(laptop.token()).await.role, "user");
-    assert_eq!(app.authorize(laptop.jwt()).await.role, "user");
+    assert_eq!(app.authorize(phone.token()).await.role(), Role::Public);
+    assert_eq!(app.authorize(laptop.token()).await.role(), Role::User);
+    assert_eq!(app.authorize(laptop.jwt()).await.role(), Role::User);
 
     let again = app
         .logout(phone.token())
@@ -182,7 +182,7 @@ async fn the_owner_is_authorized_as_root(backend: Backend) {
     assert!(!started.registration, "the owner exists from the start");
 
     let who = app.authorize(owner.token()).await;
-    assert_eq!(who.role, "user");
+    assert_eq!(who.role(), Role::User);
     assert!(who.root);
     assert!(app.authorize(owner.jwt()).await.root);
 
@@ -204,7 +204,7 @@ async fn invalid_tokens_are_public_not_errors(backend: Backend) {
         &login.token()[..login.token().len() - 1],
     ] {
         let who = app.authorize(token).await;
-        assert_eq!(who.role, "public", "token {:.40}", token);
+        assert_eq!(who.role(), Role::Public, "token {:.40}", token);
         assert_eq!(who.id, 0);
         assert!(who.uid.is_empty());
     }
@@ -250,19 +250,19 @@ async fn a_logout_on_one_replica_reaches_the_others_within_the_cache_lifetime(ba
     .await;
     let login = first.log_in("replicated@example.com").await;
     assert_eq!(
-        second.authorize(login.token()).await.role,
-        "user",
+        second.authorize(login.token()).await.role(),
+        Role::User,
         "the other replica knows the session"
     );
 
     first.logout(login.token()).await.unwrap();
     assert_eq!(
-        first.authorize(login.token()).await.role,
-        "public",
+        first.authorize(login.token()).await.role(),
+        Role::Public,
         "at once where it happened"
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while second.authorize(login.token()).await.role != "public" {
+    while second.authorize(login.token()).await.role() != Role::Public {
         assert!(
             std::time::Instant::now() < deadline,
             "the other replica stops honouring it once its cache entry expires"
@@ -295,20 +295,20 @@ async fn on_postgres_a_logout_reaches_the_other_replicas_at_once() {
     let login = first.log_in("notified@example.com").await;
     for token in [login.token(), login.jwt()] {
         assert_eq!(
-            second.authorize(token).await.role,
-            "user",
+            second.authorize(token).await.role(),
+            Role::User,
             "cached on the other replica"
         );
     }
 
     first.logout(login.token()).await.unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while second.authorize(login.jwt()).await.role != "public" {
+    while second.authorize(login.jwt()).await.role() != Role::Public {
         assert!(
             std::time::Instant::now() < deadline,
             "the other replica dropped the session from its cache"
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert_eq!(second.authorize(login.token()).await.role, "public");
+    assert_eq!(second.authorize(login.token()).await.role(), Role::Public);
 }

@@ -74,7 +74,7 @@ async fn following_the_link_lets_the_app_collect_the_session_once_by_polling(bac
     assert!(polled.confirmed);
     let session = polled.session.expect("the session, once");
     let who = app.authorize(&session.token).await;
-    assert_eq!(who.role, "user");
+    assert_eq!(who.role(), Role::User);
     assert_eq!(who.name, "ada@example.com");
 
     let again = app

@@ -57,7 +57,8 @@ async fn the_whole_journey_from_registration_to_a_reset_password(backend: Backen
     assert_eq!(who.id.len(), 36, "the id is the uid");
     let authorized = app.authorize(&access_token).await;
     assert_eq!(
-        authorized.role, "user",
+        authorized.role(),
+        Role::User,
         "Authorize accepts the access token"
     );
     assert_eq!(authorized.uid, who.id);
@@ -91,8 +92,8 @@ async fn the_whole_journey_from_registration_to_a_reset_password(backend: Backen
         .await
         .expect("change password");
     assert_eq!(revoked.revoked_sessions, 1, "the first session was revoked");
-    assert_eq!(app.authorize(&access_token).await.role, "public");
-    assert_eq!(app.authorize(&second.access_token).await.role, "user");
+    assert_eq!(app.authorize(&access_token).await.role(), Role::Public);
+    assert_eq!(app.authorize(&second.access_token).await.role(), Role::User);
 
     forgot_password(&app, ada).await.expect("forgot");
     let link = wait_for_reset_link(&app, ada, 1).await;
@@ -109,8 +110,8 @@ async fn the_whole_journey_from_registration_to_a_reset_password(backend: Backen
         .expect_err("the old password is refused");
     assert_eq!(old.code(), Code::Unauthenticated);
     assert_eq!(
-        app.authorize(&second.access_token).await.role,
-        "public",
+        app.authorize(&second.access_token).await.role(),
+        Role::Public,
         "sessions from before the reset are revoked"
     );
 }
@@ -448,8 +449,8 @@ async fn change_password_needs_the_current_password_and_revokes_other_sessions(b
         .unwrap_err();
     assert_eq!(anonymous.code(), Code::Unauthenticated);
     assert_eq!(
-        app.authorize(&laptop.access_token).await.role,
-        "user",
+        app.authorize(&laptop.access_token).await.role(),
+        Role::User,
         "refusals revoke nothing"
     );
 
@@ -457,16 +458,19 @@ async fn change_password_needs_the_current_password_and_revokes_other_sessions(b
         .await
         .expect("change");
     assert_eq!(changed.revoked_sessions, 1);
-    assert_eq!(app.authorize(&laptop.access_token).await.role, "public");
+    assert_eq!(
+        app.authorize(&laptop.access_token).await.role(),
+        Role::Public
+    );
     let laptop_token = laptop.session.as_ref().unwrap().token.clone();
     assert_eq!(
-        app.authorize(&laptop_token).await.role,
-        "public",
+        app.authorize(&laptop_token).await.role(),
+        Role::Public,
         "the opaque token too"
     );
     assert_eq!(
-        app.authorize(&phone.access_token).await.role,
-        "user",
+        app.authorize(&phone.access_token).await.role(),
+        Role::User,
         "this session stays"
     );
     log_in(&app, "niklaus@example.com", NEW_PASSWORD)
@@ -888,7 +892,10 @@ async fn the_reset_page_posts_back_and_shows_success_or_what_to_fix(backend: Bac
     let (status, html) = post(NEW_PASSWORD, NEW_PASSWORD).await;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("Your password has been changed"), "{html}");
-    assert_eq!(app.authorize(&before.access_token).await.role, "public");
+    assert_eq!(
+        app.authorize(&before.access_token).await.role(),
+        Role::Public
+    );
     log_in(&app, "ada@example.com", NEW_PASSWORD)
         .await
         .expect("new password");

@@ -69,7 +69,10 @@ async fn a_person_resets_a_forgotten_password_in_a_real_browser() {
         .expect("the new password logs in");
     let old = log_in(&app, "ada@example.com", PASSWORD).await.unwrap_err();
     assert_eq!(old.code(), Code::Unauthenticated);
-    assert_eq!(app.authorize(&before.access_token).await.role, "public");
+    assert_eq!(
+        app.authorize(&before.access_token).await.role(),
+        Role::Public
+    );
 }
 
 /// Types into the input that the label with this text names, as a person reading the

@@ -78,7 +78,7 @@ async fn a_recovery_token_logs_in_once_and_is_replaced(backend: Backend) {
     let recovered = recover(&app, &second).await.expect("recover");
     let session = recovered.session.expect("a session");
     assert_eq!(session.uid, user.session.uid);
-    assert_eq!(app.authorize(&session.token).await.role, "user");
+    assert_eq!(app.authorize(&session.token).await.role(), Role::User);
     let used = recover(&app, &second).await.unwrap_err();
     assert_eq!(
         used.code(),

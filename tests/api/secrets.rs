@@ -94,7 +94,7 @@ async fn a_copy_of_the_database_opens_no_account(backend: Backend) {
         );
     }
     // The service itself still reads them.
-    assert_eq!(app.authorize(delivered.jwt()).await.role, "user");
+    assert_eq!(app.authorize(delivered.jwt()).await.role(), Role::User);
 }
 
 /// Replicas and restarts share the issuer of their JWTs.
@@ -108,8 +108,11 @@ async fn a_restart_keeps_sessions_and_a_wrong_key_is_refused_changing_nothing(ba
     app.stop().await.unwrap();
 
     let restarted = spawn_app_on(app.database.shared(), same_issuer).await;
-    assert_eq!(restarted.authorize(session.token()).await.role, "user");
-    assert_eq!(restarted.authorize(session.jwt()).await.role, "user");
+    assert_eq!(
+        restarted.authorize(session.token()).await.role(),
+        Role::User
+    );
+    assert_eq!(restarted.authorize(session.jwt()).await.role(), Role::User);
     let (_, before) = dump(&restarted).await;
 
     let mut wrong = settings_for(&restarted.database.url);
@@ -190,7 +193,7 @@ async fn plain_rows_from_an_older_version_are_sealed_at_start(backend: Backend) 
     );
     assert!(!texts.iter().any(|t| t.contains("old-plain-secret")));
     // And still the same keys: the old JWT verifies.
-    assert_eq!(restarted.authorize(session.jwt()).await.role, "user");
+    assert_eq!(restarted.authorize(session.jwt()).await.role(), Role::User);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -614,14 +614,14 @@ async fn a_login_over_http_is_seen_over_grpc_until_logout_over_http(backend: Bac
     let jwt = login["jsonWebToken"]["token"].as_str().unwrap();
 
     let over_grpc = app.authorize(token).await;
-    assert_eq!(over_grpc.role, "user");
+    assert_eq!(over_grpc.role(), Role::User);
     assert_eq!(over_grpc.uid, login["uid"].as_str().unwrap());
-    assert_eq!(app.authorize(jwt).await.role, "user");
+    assert_eq!(app.authorize(jwt).await.role(), Role::User);
 
     let (status, _) = get(&app, &format!("/api/logout?token={token}")).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(app.authorize(token).await.role, "public");
-    assert_eq!(app.authorize(jwt).await.role, "public");
+    assert_eq!(app.authorize(token).await.role(), Role::Public);
+    assert_eq!(app.authorize(jwt).await.role(), Role::Public);
 }
 
 async fn the_hasura_webhook_never_lets_its_answer_outlive_the_token(backend: Backend) {

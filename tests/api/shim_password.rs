@@ -101,7 +101,7 @@ async fn the_documented_fetch_examples_work_as_published(backend: Backend) {
 
     // The access token is a session like any other, on both transports.
     let who = app.authorize(&access_token).await;
-    assert_eq!(who.role, "user");
+    assert_eq!(who.role(), Role::User);
     assert_eq!(who.uid, me["id"].as_str().unwrap());
 
     // Forgot password: 201, no body, and a mail with a link to the hosted page.

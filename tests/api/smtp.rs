@@ -103,7 +103,7 @@ async fn the_code_arrives_over_smtp_and_logs_in(backend: Backend) {
         .confirm(&code, &started.code_token)
         .await
         .expect("confirm");
-    assert_eq!(app.authorize(&session.token).await.role, "user");
+    assert_eq!(app.authorize(&session.token).await.role(), Role::User);
     assert!(
         app.mails_to("hedy@example.com").is_empty(),
         "nothing went to the outbox folder"

@@ -69,7 +69,7 @@ async fn assert_taken_back(app: &TestApp, victim: &str, attacker_token: &str) {
         StatusCode::UNAUTHORIZED,
         "the attacker's session must be revoked"
     );
-    assert_eq!(app.authorize(attacker_token).await.role, "public");
+    assert_eq!(app.authorize(attacker_token).await.role(), Role::Public);
 
     let notice = wait_for(|| {
         app.mails_to(victim)
@@ -120,7 +120,7 @@ async fn a_password_registered_before_the_owner_logs_in_by_code_is_removed_with_
     let owner = app.log_in(victim).await;
 
     // The owner's own code session is untouched by the clean-up.
-    assert_eq!(app.authorize(owner.token()).await.role, "user");
+    assert_eq!(app.authorize(owner.token()).await.role(), Role::User);
     assert_taken_back(&app, victim, &attacker_token).await;
 }
 
@@ -141,7 +141,7 @@ async fn a_password_added_to_a_pending_code_login_does_not_survive_the_code(back
 
     let owner = app.log_in(victim).await;
 
-    assert_eq!(app.authorize(owner.token()).await.role, "user");
+    assert_eq!(app.authorize(owner.token()).await.role(), Role::User);
     assert_taken_back(&app, victim, &attacker_token).await;
 }
 

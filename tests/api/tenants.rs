@@ -30,15 +30,15 @@ async fn a_caller_bound_to_one_project_sees_other_projects_tokens_as_public(back
         };
         let mut grpc = app.authentication.clone();
         let foreign = grpc.authorize(bound(&other.project_id)).await.unwrap();
-        assert_eq!(foreign.get_ref().role, "public");
+        assert_eq!(foreign.get_ref().role(), Role::Public);
         assert!(foreign.get_ref().uid.is_empty() && !foreign.get_ref().root);
         let own = grpc.authorize(bound(&mine)).await.unwrap();
-        assert_eq!(own.get_ref().role, "user");
+        assert_eq!(own.get_ref().role(), Role::User);
         assert!(own.get_ref().root);
         // Unbound callers keep the published behaviour.
         assert_eq!(
-            grpc.authorize(bound("")).await.unwrap().get_ref().role,
-            "user"
+            grpc.authorize(bound("")).await.unwrap().get_ref().role(),
+            Role::User
         );
 
         let http = |query: String| {
