@@ -7,8 +7,7 @@ use crate::domain::{LoginCode, Name, SecretToken, TokenHash, TokenKind};
 use crate::error::{Error, Result};
 use crate::service::IssuedSession;
 use crate::store::{
-    Channel, LoginRequestRecord, NewLoginRequest, NewMessage, NewUser, ProjectRecord, Tx,
-    UserRecord,
+    LoginRequestRecord, NewLoginRequest, NewMessage, NewUser, ProjectRecord, Tx, UserRecord,
 };
 use std::net::IpAddr;
 
@@ -389,8 +388,7 @@ impl Auth {
         Ok(code_token.into_string())
     }
 
-    /// The mail (or text) with a code and a link; with codes `paused` for the name (too
-    /// many wrong ones today), the link alone, and why.
+    /// The mail (or text) with a code and a link to `name`.
     fn code_message(
         &self,
         project: &ProjectRecord,
@@ -400,7 +398,6 @@ impl Auth {
         paused: bool,
         now: i64,
     ) -> NewMessage {
-        let minutes = (project.codes.lifetime_seconds / 60).max(1);
         let base = project
             .delivery
             .link_base
@@ -411,58 +408,7 @@ impl Auth {
             base.trim_end_matches('/'),
             link.expose()
         );
-        let (channel, subject, body) = match name {
-            Name::Email(_) if paused => (
-                Channel::Email,
-                format!("Your login link for {}", project.name),
-                format!(
-                    "Log in to {} with this link:\n\n    {url}\n\nIt works once and expires in \
-                     {minutes} minutes.\n\nToo many wrong codes were entered for this address \
-                     today, so login codes are paused for it; the link still works, and only \
-                     someone who can read this mailbox can use it. If you did not try to log \
-                     in, you can ignore this mail.\n",
-                    project.name
-                ),
-            ),
-            Name::Phone(_) if paused => (
-                Channel::Sms,
-                String::new(),
-                format!(
-                    "Log in to {} with this link (too many wrong codes today, so codes are \
-                     paused): {url} It expires in {minutes} minutes.",
-                    project.name
-                ),
-            ),
-            Name::Email(_) => (
-                Channel::Email,
-                format!("Your login code for {}: {}", project.name, code.expose()),
-                format!(
-                    "Your login code for {} is:\n\n    {}\n\nOr log in with this link:\n\n    {url}\n\n\
-                     Both work once and expire in {minutes} minutes.\n\
-                     If you did not try to log in, you can ignore this mail.\n",
-                    project.name,
-                    code.expose()
-                ),
-            ),
-            Name::Phone(_) => (
-                Channel::Sms,
-                String::new(),
-                format!(
-                    "{} is your {} login code. It expires in {minutes} minutes.",
-                    code.expose(),
-                    project.name
-                ),
-            ),
-        };
-        NewMessage {
-            project_id: Some(project.id.clone()),
-            channel,
-            recipient: name.as_str().to_owned(),
-            subject,
-            body,
-            sender: project.delivery.mail_sender.clone(),
-            created_at: now,
-        }
+        super::messages::code_message(project, name, code, &url, paused, now)
     }
 }
 

@@ -1,6 +1,6 @@
-//! The texts of the mails the password flows send: what a person reads, in one place.
+//! The texts of the mails and texts the service sends: what a person reads, in one place.
 
-use crate::domain::Email;
+use crate::domain::{Email, LoginCode, Name};
 use crate::store::{Channel, NewMessage, ProjectRecord};
 
 /// A mail from `project` to `email`, sent as the project's sender.
@@ -15,6 +15,71 @@ fn mail(
         project_id: Some(project.id.clone()),
         channel: Channel::Email,
         recipient: email.as_str().to_owned(),
+        subject,
+        body,
+        sender: project.delivery.mail_sender.clone(),
+        created_at: now,
+    }
+}
+
+/// The mail (or text) with a login code and its magic link `url`; with codes `paused` for
+/// the name (too many wrong ones today), the link alone, and why.
+pub(super) fn code_message(
+    project: &ProjectRecord,
+    name: &Name,
+    code: &LoginCode,
+    url: &str,
+    paused: bool,
+    now: i64,
+) -> NewMessage {
+    let minutes = (project.codes.lifetime_seconds / 60).max(1);
+    let (channel, subject, body) = match name {
+        Name::Email(_) if paused => (
+            Channel::Email,
+            format!("Your login link for {}", project.name),
+            format!(
+                "Log in to {} with this link:\n\n    {url}\n\nIt works once and expires in \
+                 {minutes} minutes.\n\nToo many wrong codes were entered for this address \
+                 today, so login codes are paused for it; the link still works, and only \
+                 someone who can read this mailbox can use it. If you did not try to log \
+                 in, you can ignore this mail.\n",
+                project.name
+            ),
+        ),
+        Name::Phone(_) if paused => (
+            Channel::Sms,
+            String::new(),
+            format!(
+                "Log in to {} with this link (too many wrong codes today, so codes are \
+                 paused): {url} It expires in {minutes} minutes.",
+                project.name
+            ),
+        ),
+        Name::Email(_) => (
+            Channel::Email,
+            format!("Your login code for {}: {}", project.name, code.expose()),
+            format!(
+                "Your login code for {} is:\n\n    {}\n\nOr log in with this link:\n\n    {url}\n\n\
+                 Both work once and expire in {minutes} minutes.\n\
+                 If you did not try to log in, you can ignore this mail.\n",
+                project.name,
+                code.expose()
+            ),
+        ),
+        Name::Phone(_) => (
+            Channel::Sms,
+            String::new(),
+            format!(
+                "{} is your {} login code. It expires in {minutes} minutes.",
+                code.expose(),
+                project.name
+            ),
+        ),
+    };
+    NewMessage {
+        project_id: Some(project.id.clone()),
+        channel,
+        recipient: name.as_str().to_owned(),
         subject,
         body,
         sender: project.delivery.mail_sender.clone(),

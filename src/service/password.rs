@@ -9,6 +9,7 @@
 
 use std::net::IpAddr;
 
+use super::limits::{AttemptKeys, settle_success};
 use super::messages::{
     existing_account_message, removed_password_message, reset_message, verification_message,
 };
@@ -18,7 +19,7 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 use crate::service::Authorization;
-use crate::store::{AttemptCount, NewUser, ProjectRecord, Tx, UserRecord};
+use crate::store::{NewUser, ProjectRecord, Tx, UserRecord};
 
 /// The user behind an access token, as the published `auth/me` shows it.
 #[derive(Debug, Clone)]
@@ -71,27 +72,6 @@ impl ResetLinkState {
         match self {
             ResetLinkState::Invalid => Error::NotFound(self.explanation().into()),
             other => Error::failed_precondition(other.explanation()),
-        }
-    }
-}
-
-/// How long a password check counts as running: far beyond any real check (the hashing
-/// queue gives up after 10 s), so only checks that will never report back expire.
-const PENDING_CHECK_LEASE_SECONDS: i64 = 120;
-
-/// The counters a password check is charged to: the account (by email, known or not, so
-/// the limit itself reveals nothing) and the client address.
-#[derive(Clone)]
-struct AttemptKeys {
-    account: String,
-    address: Option<String>,
-}
-
-impl AttemptKeys {
-    fn new(project_id: &str, name: &str, client: Option<IpAddr>) -> AttemptKeys {
-        AttemptKeys {
-            account: format!("account:{project_id}:{name}"),
-            address: client.map(|ip| format!("address:{}", crate::domain::address_block(ip))),
         }
     }
 }
@@ -521,96 +501,6 @@ impl Auth {
         Ok(project.name)
     }
 
-    /// Checks a password, counted against the account and the client address: the check is
-    /// registered before the password is judged, so concurrent guesses (on any replica)
-    /// all count; a wrong password becomes a failure. Over a limit nothing is checked and
-    /// the caller learns when to come back. A right password is not charged; the caller
-    /// forgives the account's failures with [`settle_success`] when it acts on it.
-    ///
-    /// The check runs in a task of its own: a client that gives up half-way must not
-    /// leave its check pending (five abandoned logins would lock the account). Pending
-    /// checks are also a lease, for a process that dies half-way.
-    async fn check_password_counted(
-        &self,
-        keys: &AttemptKeys,
-        password: &Password,
-        stored: Option<&str>,
-    ) -> Result<Verdict> {
-        let (auth, keys, password) = (self.clone(), keys.clone(), password.clone());
-        let stored = stored.map(str::to_owned);
-        let check = tokio::spawn(async move {
-            auth.check_password_counted_now(&keys, &password, stored.as_deref())
-                .await
-        });
-        match check.await {
-            Ok(verdict) => verdict,
-            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-            Err(error) => Err(Error::Internal(anyhow::anyhow!(
-                "password check cancelled: {error}"
-            ))),
-        }
-    }
-
-    async fn check_password_counted_now(
-        &self,
-        keys: &AttemptKeys,
-        password: &Password,
-        stored: Option<&str>,
-    ) -> Result<Verdict> {
-        let policy = &self.inner.policy;
-        let window = policy.password_failure_window_seconds;
-        let now = self.now();
-        let pending_until = now + PENDING_CHECK_LEASE_SECONDS;
-        let mut tx = self.store().begin().await?;
-        let account = tx
-            .spend_password_attempt(&keys.account, now, window, pending_until)
-            .await?;
-        if let Some(refusal) = over_limit(
-            account,
-            policy.password_failures_per_account,
-            now,
-            window,
-            "for this account",
-            ", or reset the password with ForgotPassword",
-        ) {
-            return Err(refusal);
-        }
-        if let Some(address) = &keys.address {
-            let count = tx
-                .spend_password_attempt(address, now, window, pending_until)
-                .await?;
-            let limit = policy.password_failures_per_address;
-            if let Some(refusal) =
-                over_limit(count, limit, now, window, "from this network address", "")
-            {
-                return Err(refusal);
-            }
-        }
-        tx.commit().await?;
-
-        let verdict = self.hasher_verify(password, stored).await;
-        let mut tx = self.store().begin().await?;
-        match verdict {
-            Ok(Verdict::Mismatch) => {
-                tx.record_password_failure(&keys.account).await?;
-                if let Some(address) = &keys.address {
-                    tx.record_password_failure(address).await?;
-                }
-                tx.commit().await?;
-            }
-            // A right password (or a check that could not run) is not charged: neither
-            // the account nor the address (many people behind one address log in fine).
-            Ok(Verdict::Match { .. }) | Err(_) => {
-                tx.refund_password_attempt(&keys.account).await?;
-                if let Some(address) = &keys.address {
-                    tx.refund_password_attempt(address).await?;
-                }
-                tx.commit().await?;
-            }
-        }
-        verdict
-    }
-
     async fn hasher_hash(&self, password: &Password) -> Result<String> {
         self.inner
             .hasher
@@ -619,51 +509,17 @@ impl Auth {
             .map_err(hashing_error)
     }
 
-    async fn hasher_verify(&self, password: &Password, stored: Option<&str>) -> Result<Verdict> {
+    pub(super) async fn hasher_verify(
+        &self,
+        password: &Password,
+        stored: Option<&str>,
+    ) -> Result<Verdict> {
         self.inner
             .hasher
             .verify(password, stored)
             .await
             .map_err(hashing_error)
     }
-}
-
-/// A right password acted on: the account's failures are forgiven.
-async fn settle_success(tx: &mut Tx, keys: &AttemptKeys) -> Result<()> {
-    tx.clear_password_failures(&keys.account).await?;
-    Ok(())
-}
-
-/// Why a new check of `whose` passwords is refused, if it is: the failures reached the
-/// limit (locked until the window ends), or, with the checks still running, this one
-/// would exceed it (retry in a moment).
-fn over_limit(
-    count: AttemptCount,
-    limit: i64,
-    now: i64,
-    window: i64,
-    whose: &str,
-    advice: &str,
-) -> Option<Error> {
-    if count.failures >= limit {
-        let retry = (count.window_started_at + window - now).max(1);
-        return Some(Error::TooManyRequests {
-            message: format!(
-                "too many failed password attempts {whose}: try again in {}{advice}",
-                minutes(retry)
-            ),
-            retry_after_seconds: retry,
-        });
-    }
-    if count.failures + count.pending > limit {
-        return Some(Error::TooManyRequests {
-            message: format!(
-                "too many password checks {whose} are running at once: retry in a second"
-            ),
-            retry_after_seconds: 1,
-        });
-    }
-    None
 }
 
 fn wrong_email_or_password() -> Error {
@@ -708,27 +564,5 @@ async fn choose_password(
         .map_err(|e| Error::invalid(field, e.0))
 }
 
-fn minutes(seconds: i64) -> String {
-    let minutes = (seconds + 59) / 60;
-    if minutes == 1 {
-        "1 minute".into()
-    } else {
-        format!("{minutes} minutes")
-    }
-}
-
 /// How long an email confirmation link works.
 const EMAIL_VERIFICATION_SECONDS: i64 = 24 * 3600;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_times_are_rounded_up_to_minutes() {
-        assert_eq!(minutes(1), "1 minute");
-        assert_eq!(minutes(60), "1 minute");
-        assert_eq!(minutes(61), "2 minutes");
-        assert_eq!(minutes(900), "15 minutes");
-    }
-}
