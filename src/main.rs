@@ -1,6 +1,5 @@
 //! The `portcullis` binary: `serve` (default), `migrate`, `project create`.
 
-use clap::Parser;
 use portcullis::app::{Application, build_auth, migrate, open_store};
 use portcullis::delivery::OutboxSignal;
 use portcullis::domain::Clock;
@@ -9,7 +8,7 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     let settings = cli.settings.resolve()?;
     init_tracing(settings.log_json);
 

@@ -27,6 +27,59 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+impl Cli {
+    /// Parses the command line. Every setting is accepted anywhere (`portcullis keys list
+    /// --database-url ...`), but a command's `--help` shows only the settings it uses:
+    /// the server's own (listen address, SMTP, limits, timeouts) only under `serve`.
+    pub fn parse_args() -> Cli {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        command.build();
+        for path in [
+            &["migrate"][..],
+            &["project", "create"],
+            &["project", "settings"],
+            &["keys", "list"],
+            &["keys", "rotate"],
+            &["keys", "rotate-master"],
+            &["keys", "retire"],
+        ] {
+            let used: &[&str] = if path[0] == "migrate" {
+                &["config", "database_url", "log_format", "help"]
+            } else {
+                OFFLINE_SETTINGS
+            };
+            hide_unused_settings(&mut command, path, used);
+        }
+        let matches = command.get_matches();
+        <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
+/// The settings a command that works on the database beside the server reads.
+const OFFLINE_SETTINGS: &[&str] = &[
+    "config",
+    "database_url",
+    "master_key_file",
+    "master_key",
+    "public_url",
+    "webhook_allow_private",
+    "log_format",
+    "help",
+];
+
+fn hide_unused_settings(command: &mut clap::Command, path: &[&str], used: &[&str]) {
+    let Some((first, rest)) = path.split_first() else {
+        *command = std::mem::take(command).mut_args(|arg| {
+            let unused = arg.is_global_set() && !used.contains(&arg.get_id().as_str());
+            arg.hide(unused)
+        });
+        return;
+    };
+    if let Some(sub) = command.find_subcommand_mut(first) {
+        hide_unused_settings(sub, rest, used);
+    }
+}
+
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the service (the default when no command is given).

@@ -451,3 +451,43 @@ fn rotate_master_reseals_everything_under_the_new_key_and_the_old_one_stops_work
     assert!(!ok, "the old key file must no longer open the database");
     assert!(err.contains("master key does not open"), "{err}");
 }
+
+#[test]
+fn each_commands_help_lists_the_settings_it_uses_and_not_the_servers() {
+    let help = |args: &[&str]| {
+        let output = portcullis().args(args).arg("--help").output().unwrap();
+        assert!(output.status.success(), "{args:?} --help");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    for command in [
+        &["migrate"][..],
+        &["keys", "list"],
+        &["keys", "rotate-master"],
+        &["project", "settings"],
+    ] {
+        let text = help(command);
+        assert!(text.contains("--database-url"), "{command:?}: {text}");
+        for server_only in ["--listen", "--smtp-url", "--request-timeout", "--owner"] {
+            assert!(
+                !text.contains(server_only),
+                "{command:?} --help lists {server_only}: {text}"
+            );
+        }
+    }
+    let settings = help(&["project", "settings"]);
+    assert!(settings.contains("--code-length") && settings.contains("--external-token-key-file"));
+    let serve = help(&["serve"]);
+    for flag in [
+        "--listen",
+        "--smtp-url",
+        "--database-url",
+        "--request-timeout",
+    ] {
+        assert!(serve.contains(flag), "serve --help lacks {flag}");
+    }
+    // Hidden is not refused: a setting given to a command that ignores it still parses.
+    let database = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", database.path().join("p.db").display());
+    let (ok, _, stderr) = run_on(&url, &["migrate", "--listen", "127.0.0.1:0"]);
+    assert!(ok, "{stderr}");
+}

@@ -2,37 +2,10 @@
 
 use crate::helpers::*;
 use crate::on_both_backends;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use portcullis::grpc::pb::*;
 use tonic::Code;
 
 on_both_backends!(an_external_token_is_signed_with_the_projects_key_once_configured);
-
-/// A fresh Ed25519 key pair as PEM (PKCS#8 private, SPKI public).
-pub fn ed25519_pem() -> (String, String) {
-    let mut seed = [0u8; 32];
-    getrandom::getrandom(&mut seed).unwrap();
-    let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
-    let mut private = hex("302e020100300506032b657004220420");
-    private.extend_from_slice(&seed);
-    let mut public = hex("302a300506032b6570032100");
-    public.extend_from_slice(signing.verifying_key().as_bytes());
-    let pem = |label: &str, der: &[u8]| {
-        format!(
-            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-            STANDARD.encode(der)
-        )
-    };
-    (pem("PRIVATE KEY", &private), pem("PUBLIC KEY", &public))
-}
-
-fn hex(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-        .collect()
-}
 
 async fn an_external_token_is_signed_with_the_projects_key_once_configured(backend: Backend) {
     let app = spawn_app(backend).await;

@@ -8,6 +8,7 @@ pub use portcullis::grpc::pb::Role;
 use portcullis::grpc::pb::admin_service_client::AdminServiceClient;
 use portcullis::grpc::pb::authentication_service_client::AuthenticationServiceClient;
 use portcullis::grpc::pb::log_service_client::LogServiceClient;
+use portcullis::grpc::pb::password_service_client::PasswordServiceClient;
 use portcullis::grpc::pb::recovery_service_client::RecoveryServiceClient;
 use portcullis::grpc::pb::verification_service_client::VerificationServiceClient;
 use portcullis::grpc::pb::*;
@@ -505,6 +506,79 @@ impl TestApp {
             .map(|_| ())
     }
 
+    /// A PasswordService client on this server.
+    pub fn passwords(&self) -> PasswordServiceClient<Channel> {
+        let channel = Channel::from_shared(self.address.clone())
+            .expect("uri")
+            .connect_lazy();
+        PasswordServiceClient::new(channel)
+    }
+
+    /// Registers an email + password account in the test's project.
+    pub async fn register(&self, email: &str, password: &str) -> Result<(), tonic::Status> {
+        self.register_in(&self.project.project_id, email, password)
+            .await
+    }
+
+    pub async fn register_in(
+        &self,
+        project_id: &str,
+        email: &str,
+        password: &str,
+    ) -> Result<(), tonic::Status> {
+        let request = RegisterRequest {
+            project_id: project_id.into(),
+            email: email.into(),
+            password: password.into(),
+        };
+        self.passwords().register(request).await.map(|_| ())
+    }
+
+    /// PasswordService/Login in the test's project.
+    pub async fn password_login(
+        &self,
+        email: &str,
+        password: &str,
+    ) -> Result<LoginResponse, tonic::Status> {
+        let request = LoginRequest {
+            project_id: self.project.project_id.clone(),
+            username: email.into(),
+            password: password.into(),
+        };
+        self.passwords()
+            .login(request)
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn forgot_password(&self, email: &str) -> Result<(), tonic::Status> {
+        let request = ForgotPasswordRequest {
+            project_id: self.project.project_id.clone(),
+            email: email.into(),
+        };
+        self.passwords().forgot_password(request).await.map(|_| ())
+    }
+
+    /// Waits for the `count`th mail to `recipient` and returns its decoded text.
+    pub async fn wait_for_mail(&self, recipient: &str, count: usize) -> String {
+        let mails = wait_for(|| {
+            let mails = self.mails_to(recipient);
+            (mails.len() >= count).then_some(mails)
+        })
+        .await
+        .unwrap_or_else(|| panic!("no mail #{count} for {recipient} in the outbox"));
+        mails[count - 1].clone()
+    }
+
+    /// The password reset link in the `count`th mail to `recipient`.
+    pub async fn wait_for_reset_link(&self, recipient: &str, count: usize) -> String {
+        let mail = self.wait_for_mail(recipient, count).await;
+        mail.split_whitespace()
+            .find(|word| word.contains("/auth/password/reset?token="))
+            .unwrap_or_else(|| panic!("no reset link in {mail}"))
+            .to_owned()
+    }
+
     /// Changes project settings with the admin token.
     pub async fn update_settings(&self, change: UpdateProjectSettingsRequest) -> Project {
         self.admin
@@ -609,6 +683,18 @@ pub fn decode_mail(raw: &str) -> String {
         }
     }
     format!("{headers}\n\n{}", String::from_utf8_lossy(&out))
+}
+
+/// The password test accounts register with, and the one they change to.
+pub const PASSWORD: &str = "purple monkey dishwasher";
+pub const NEW_PASSWORD: &str = "tangerine lighthouse orbit";
+
+/// The token a link carries (`...?token=`).
+pub fn token_of(link: &str) -> String {
+    link.split_once("token=")
+        .expect("a token in the link")
+        .1
+        .to_owned()
 }
 
 /// The magic link in a login mail.
@@ -772,4 +858,29 @@ impl Faults {
             }
         }
     }
+}
+
+/// A fresh Ed25519 key pair as PEM (PKCS#8 private, SPKI public).
+pub fn ed25519_pem() -> (String, String) {
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).unwrap();
+    let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let mut private = hex("302e020100300506032b657004220420");
+    private.extend_from_slice(&seed);
+    let mut public = hex("302a300506032b6570032100");
+    public.extend_from_slice(signing.verifying_key().as_bytes());
+    let pem = |label: &str, der: &[u8]| {
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, der)
+        )
+    };
+    (pem("PRIVATE KEY", &private), pem("PUBLIC KEY", &public))
+}
+
+fn hex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
 }

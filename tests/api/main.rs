@@ -11,6 +11,7 @@ mod first_start;
 mod full_disk;
 mod health;
 mod helpers;
+mod http_surface;
 mod limits;
 mod login;
 mod login_refusals;

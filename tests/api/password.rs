@@ -2,12 +2,10 @@
 //! plain HTTP, on both databases.
 
 use futures_util::future::join_all;
-use portcullis::grpc::pb::password_service_client::PasswordServiceClient;
 use portcullis::grpc::pb::*;
 use reqwest::StatusCode;
 use sqlx::Row;
 use tonic::Code;
-use tonic::transport::Channel;
 
 use crate::helpers::*;
 use crate::on_both_backends;
@@ -36,19 +34,16 @@ on_both_backends!(
     the_reset_page_posts_back_and_shows_success_or_what_to_fix,
 );
 
-pub const PASSWORD: &str = "purple monkey dishwasher";
-pub const NEW_PASSWORD: &str = "tangerine lighthouse orbit";
-
 // ---- scenarios ----
 
 async fn the_whole_journey_from_registration_to_a_reset_password(backend: Backend) {
     let app = spawn_app(backend).await;
     let ada = "ada@example.com";
 
-    register(&app, "Ada@Example.com", PASSWORD)
+    app.register("Ada@Example.com", PASSWORD)
         .await
         .expect("register");
-    let login = log_in(&app, ada, PASSWORD).await.expect("login");
+    let login = app.password_login(ada, PASSWORD).await.expect("login");
     let access_token = login.access_token.clone();
     assert!(access_token.starts_with("eyJ"), "the access token is a JWT");
 
@@ -63,10 +58,12 @@ async fn the_whole_journey_from_registration_to_a_reset_password(backend: Backen
     );
     assert_eq!(authorized.uid, who.id);
 
-    let wrong = log_in(&app, ada, "purple monkey dishwashers")
+    let wrong = app
+        .password_login(ada, "purple monkey dishwashers")
         .await
         .expect_err("wrong password");
-    let unknown = log_in(&app, "nobody@example.com", PASSWORD)
+    let unknown = app
+        .password_login("nobody@example.com", PASSWORD)
         .await
         .expect_err("unknown user");
     assert_eq!(wrong.code(), Code::Unauthenticated);
@@ -77,14 +74,16 @@ async fn the_whole_journey_from_registration_to_a_reset_password(backend: Backen
     );
 
     for _ in 0..4 {
-        let _ = log_in(&app, ada, "not the password").await;
+        let _ = app.password_login(ada, "not the password").await;
     }
-    let locked = log_in(&app, ada, PASSWORD)
+    let locked = app
+        .password_login(ada, PASSWORD)
         .await
         .expect_err("locked after five failures");
     assert_eq!(locked.code(), Code::ResourceExhausted);
     app.clock.advance(15 * 60 + 1);
-    let second = log_in(&app, ada, PASSWORD)
+    let second = app
+        .password_login(ada, PASSWORD)
         .await
         .expect("the lock ends with its window");
 
@@ -95,17 +94,19 @@ async fn the_whole_journey_from_registration_to_a_reset_password(backend: Backen
     assert_eq!(app.authorize(&access_token).await.role(), Role::Public);
     assert_eq!(app.authorize(&second.access_token).await.role(), Role::User);
 
-    forgot_password(&app, ada).await.expect("forgot");
-    let link = wait_for_reset_link(&app, ada, 1).await;
+    app.forgot_password(ada).await.expect("forgot");
+    let link = app.wait_for_reset_link(ada, 1).await;
     reset_password(&app, &token_of(&link), "quiet harbor at dawn")
         .await
         .expect("reset");
 
-    let after = log_in(&app, ada, "quiet harbor at dawn")
+    let after = app
+        .password_login(ada, "quiet harbor at dawn")
         .await
         .expect("the new password logs in");
     assert_eq!(me(&app, &after.access_token).await.unwrap().id, who.id);
-    let old = log_in(&app, ada, NEW_PASSWORD)
+    let old = app
+        .password_login(ada, NEW_PASSWORD)
         .await
         .expect_err("the old password is refused");
     assert_eq!(old.code(), Code::Unauthenticated);
@@ -120,12 +121,14 @@ async fn an_unknown_email_and_a_wrong_password_get_the_same_answer_and_no_sessio
     backend: Backend,
 ) {
     let app = spawn_app(backend).await;
-    register(&app, "grace@example.com", PASSWORD).await.unwrap();
+    app.register("grace@example.com", PASSWORD).await.unwrap();
     // The owner exists but logs in by code only: no password is not a different answer.
     let answers = [
-        log_in(&app, "grace@example.com", "cobol forever").await,
-        log_in(&app, "hopper@example.com", "cobol forever").await,
-        log_in(&app, OWNER, "cobol forever").await,
+        app.password_login("grace@example.com", "cobol forever")
+            .await,
+        app.password_login("hopper@example.com", "cobol forever")
+            .await,
+        app.password_login(OWNER, "cobol forever").await,
     ];
     for answer in answers {
         let error = answer.expect_err("refused");
@@ -137,14 +140,17 @@ async fn an_unknown_email_and_a_wrong_password_get_the_same_answer_and_no_sessio
 
 async fn an_account_is_locked_after_five_failures_until_its_window_ends(backend: Backend) {
     let app = spawn_app(backend).await;
-    register(&app, "linus@example.com", PASSWORD).await.unwrap();
+    app.register("linus@example.com", PASSWORD).await.unwrap();
 
     for account in ["linus@example.com", "nobody@example.com"] {
         for _ in 0..5 {
-            let error = log_in(&app, account, "wrong guess").await.unwrap_err();
+            let error = app
+                .password_login(account, "wrong guess")
+                .await
+                .unwrap_err();
             assert_eq!(error.code(), Code::Unauthenticated);
         }
-        let locked = log_in(&app, account, PASSWORD).await.unwrap_err();
+        let locked = app.password_login(account, PASSWORD).await.unwrap_err();
         assert_eq!(locked.code(), Code::ResourceExhausted, "{account}");
         assert!(
             locked.message().contains("try again in 15 minutes")
@@ -165,18 +171,21 @@ async fn an_account_is_locked_after_five_failures_until_its_window_ends(backend:
     assert_eq!(app.database.count("sessions").await, 0);
 
     app.clock.advance(15 * 60 + 1);
-    log_in(&app, "linus@example.com", PASSWORD)
+    app.password_login("linus@example.com", PASSWORD)
         .await
         .expect("unlocked once the window has passed");
 }
 
 async fn concurrent_guesses_never_exceed_the_limit(backend: Backend) {
     let app = spawn_app(backend).await;
-    register(&app, "alan@example.com", PASSWORD).await.unwrap();
+    app.register("alan@example.com", PASSWORD).await.unwrap();
 
     let guesses = (0..20).map(|i| {
         let app = &app;
-        async move { log_in(app, "alan@example.com", &format!("guess number {i}")).await }
+        async move {
+            app.password_login("alan@example.com", &format!("guess number {i}"))
+                .await
+        }
     });
     let answers = join_all(guesses).await;
     let judged = answers
@@ -192,9 +201,9 @@ async fn concurrent_guesses_never_exceed_the_limit(backend: Backend) {
 
 async fn concurrent_right_logins_are_not_locked_out(backend: Backend) {
     let app = spawn_app(backend).await;
-    register(&app, "grace@example.com", PASSWORD).await.unwrap();
+    app.register("grace@example.com", PASSWORD).await.unwrap();
 
-    let logins = (0..12).map(|_| log_in(&app, "grace@example.com", PASSWORD));
+    let logins = (0..12).map(|_| app.password_login("grace@example.com", PASSWORD));
     for answer in join_all(logins).await {
         if let Err(error) = answer {
             // More checks than the limit at once: asked to retry at once, not locked.
@@ -207,7 +216,7 @@ async fn concurrent_right_logins_are_not_locked_out(backend: Backend) {
             assert_eq!(error.metadata().get("retry-after").unwrap(), "1");
         }
     }
-    log_in(&app, "grace@example.com", PASSWORD)
+    app.password_login("grace@example.com", PASSWORD)
         .await
         .expect("not locked afterwards");
 }
@@ -217,15 +226,14 @@ async fn a_client_address_is_locked_after_its_failures_over_all_accounts(backend
         settings.policy.password_failures_per_address = 3;
     })
     .await;
-    register(&app, "barbara@example.com", PASSWORD)
-        .await
-        .unwrap();
+    app.register("barbara@example.com", PASSWORD).await.unwrap();
 
     for guess in ["a@example.com", "b@example.com", "c@example.com"] {
-        let error = log_in(&app, guess, "wrong guess").await.unwrap_err();
+        let error = app.password_login(guess, "wrong guess").await.unwrap_err();
         assert_eq!(error.code(), Code::Unauthenticated);
     }
-    let locked = log_in(&app, "barbara@example.com", PASSWORD)
+    let locked = app
+        .password_login("barbara@example.com", PASSWORD)
         .await
         .expect_err("this address has used up its failures");
     assert_eq!(locked.code(), Code::ResourceExhausted);
@@ -238,7 +246,7 @@ async fn a_client_address_is_locked_after_its_failures_over_all_accounts(backend
     app.clock.advance(15 * 60 + 1);
     for _ in 0..5 {
         // Right passwords do not use up the address's budget.
-        log_in(&app, "barbara@example.com", PASSWORD)
+        app.password_login("barbara@example.com", PASSWORD)
             .await
             .expect("unlocked, and successes are not counted");
     }
@@ -290,7 +298,8 @@ async fn weak_short_and_malformed_input_is_refused_and_nothing_is_written(backen
         ("", "eve@example.com", PASSWORD, "project_id is required"),
     ];
     for (project_id, email, password, message) in cases {
-        let error = register_in(&app, project_id, email, password)
+        let error = app
+            .register_in(project_id, email, password)
             .await
             .expect_err(password);
         assert_eq!(error.code(), Code::InvalidArgument, "{password}");
@@ -301,21 +310,21 @@ async fn weak_short_and_malformed_input_is_refused_and_nothing_is_written(backen
         );
     }
     let long = "ab€dèfgh".repeat(17);
-    let error = register(&app, "eve@example.com", &long).await.unwrap_err();
+    let error = app.register("eve@example.com", &long).await.unwrap_err();
     assert!(
         error.message().contains("longer than 128 characters"),
         "{}",
         error.message()
     );
 
-    let unknown = register_in(
-        &app,
-        "00000000-0000-0000-0000-000000000000",
-        "eve@example.com",
-        PASSWORD,
-    )
-    .await
-    .unwrap_err();
+    let unknown = app
+        .register_in(
+            "00000000-0000-0000-0000-000000000000",
+            "eve@example.com",
+            PASSWORD,
+        )
+        .await
+        .unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
     assert_eq!(app.database.count("users").await, users);
     assert_eq!(app.database.count("outbox").await, 0);
@@ -323,19 +332,19 @@ async fn weak_short_and_malformed_input_is_refused_and_nothing_is_written(backen
 
 async fn registering_a_known_email_succeeds_silently_and_mails_its_owner(backend: Backend) {
     let app = spawn_app(backend).await;
-    register(&app, "alan@example.com", PASSWORD).await.unwrap();
+    app.register("alan@example.com", PASSWORD).await.unwrap();
     let users = app.database.count("users").await;
 
-    register(&app, "alan@example.com", "an entirely different phrase")
+    app.register("alan@example.com", "an entirely different phrase")
         .await
         .expect("a known email answers like a new one");
-    let mail = wait_for_mail(&app, "alan@example.com", 1).await;
+    let mail = app.wait_for_mail("alan@example.com", 1).await;
     assert!(mail.contains("Someone tried to register"), "{mail}");
     assert_eq!(app.database.count("users").await, users);
-    log_in(&app, "alan@example.com", PASSWORD)
+    app.password_login("alan@example.com", PASSWORD)
         .await
         .expect("the first password still stands");
-    log_in(&app, "alan@example.com", "an entirely different phrase")
+    app.password_login("alan@example.com", "an entirely different phrase")
         .await
         .expect_err("the second one was not set");
 }
@@ -349,9 +358,10 @@ async fn a_project_can_make_register_reveal_a_known_email(backend: Backend) {
         })
         .await;
     assert!(project.password_reveal_existing);
-    register(&app, "ken@example.com", PASSWORD).await.unwrap();
+    app.register("ken@example.com", PASSWORD).await.unwrap();
 
-    let error = register(&app, "ken@example.com", PASSWORD)
+    let error = app
+        .register("ken@example.com", PASSWORD)
         .await
         .expect_err("revealed");
     assert_eq!(error.code(), Code::AlreadyExists);
@@ -369,10 +379,11 @@ async fn a_code_user_adds_a_password_only_through_the_mailed_link(backend: Backe
     let by_code = app.log_in(margaret).await;
 
     // Someone else registering her email does not get a password into her account.
-    register(&app, margaret, "apollo guidance computer")
+    app.register(margaret, "apollo guidance computer")
         .await
         .expect("answers like a new registration");
-    let refused = log_in(&app, margaret, "apollo guidance computer")
+    let refused = app
+        .password_login(margaret, "apollo guidance computer")
         .await
         .expect_err("not set");
     assert_eq!(refused.code(), Code::Unauthenticated);
@@ -387,15 +398,16 @@ async fn a_code_user_adds_a_password_only_through_the_mailed_link(backend: Backe
     );
 
     // She can, through the link that proves her mailbox.
-    forgot_password(&app, margaret).await.unwrap();
+    app.forgot_password(margaret).await.unwrap();
     // Her mails so far: the login code, and the notice about the registration attempt.
-    let notice = wait_for_mail(&app, margaret, 2).await;
+    let notice = app.wait_for_mail(margaret, 2).await;
     assert!(notice.contains("Someone tried to register"), "{notice}");
-    let link = wait_for_reset_link(&app, margaret, 3).await;
+    let link = app.wait_for_reset_link(margaret, 3).await;
     reset_password(&app, &token_of(&link), PASSWORD)
         .await
         .unwrap();
-    let by_password = log_in(&app, margaret, PASSWORD)
+    let by_password = app
+        .password_login(margaret, PASSWORD)
         .await
         .expect("password login");
     let session = by_password.session.expect("a session");
@@ -414,10 +426,8 @@ async fn a_code_user_that_never_confirmed_takes_the_password_at_registration(bac
     app.authenticate("barbara@example.com").await.unwrap();
     let users = app.database.count("users").await;
 
-    register(&app, "barbara@example.com", PASSWORD)
-        .await
-        .unwrap();
-    log_in(&app, "barbara@example.com", PASSWORD)
+    app.register("barbara@example.com", PASSWORD).await.unwrap();
+    app.password_login("barbara@example.com", PASSWORD)
         .await
         .expect("the pending user got the password");
     assert_eq!(app.database.count("users").await, users, "the same user");
@@ -425,11 +435,15 @@ async fn a_code_user_that_never_confirmed_takes_the_password_at_registration(bac
 
 async fn change_password_needs_the_current_password_and_revokes_other_sessions(backend: Backend) {
     let app = spawn_app(backend).await;
-    register(&app, "niklaus@example.com", PASSWORD)
+    app.register("niklaus@example.com", PASSWORD).await.unwrap();
+    let laptop = app
+        .password_login("niklaus@example.com", PASSWORD)
         .await
         .unwrap();
-    let laptop = log_in(&app, "niklaus@example.com", PASSWORD).await.unwrap();
-    let phone = log_in(&app, "niklaus@example.com", PASSWORD).await.unwrap();
+    let phone = app
+        .password_login("niklaus@example.com", PASSWORD)
+        .await
+        .unwrap();
 
     let wrong = change_password(&app, &phone.access_token, "not my password", NEW_PASSWORD)
         .await
@@ -473,10 +487,10 @@ async fn change_password_needs_the_current_password_and_revokes_other_sessions(b
         Role::User,
         "this session stays"
     );
-    log_in(&app, "niklaus@example.com", NEW_PASSWORD)
+    app.password_login("niklaus@example.com", NEW_PASSWORD)
         .await
         .expect("new password");
-    log_in(&app, "niklaus@example.com", PASSWORD)
+    app.password_login("niklaus@example.com", PASSWORD)
         .await
         .expect_err("old password");
 }
@@ -484,12 +498,12 @@ async fn change_password_needs_the_current_password_and_revokes_other_sessions(b
 async fn reset_links_work_once_expire_and_are_replaced_by_newer_ones(backend: Backend) {
     let app = spawn_app(backend).await;
     let edsger = "edsger@example.com";
-    register(&app, edsger, PASSWORD).await.unwrap();
+    app.register(edsger, PASSWORD).await.unwrap();
 
-    forgot_password(&app, edsger).await.unwrap();
-    let first = token_of(&wait_for_reset_link(&app, edsger, 1).await);
-    forgot_password(&app, edsger).await.unwrap();
-    let second = token_of(&wait_for_reset_link(&app, edsger, 2).await);
+    app.forgot_password(edsger).await.unwrap();
+    let first = token_of(&app.wait_for_reset_link(edsger, 1).await);
+    app.forgot_password(edsger).await.unwrap();
+    let second = token_of(&app.wait_for_reset_link(edsger, 2).await);
     assert!(
         first.starts_with("rst_") && first.len() >= 40,
         "high-entropy token"
@@ -514,8 +528,8 @@ async fn reset_links_work_once_expire_and_are_replaced_by_newer_ones(backend: Ba
         used.message()
     );
 
-    forgot_password(&app, edsger).await.unwrap();
-    let third = token_of(&wait_for_reset_link(&app, edsger, 3).await);
+    app.forgot_password(edsger).await.unwrap();
+    let third = token_of(&app.wait_for_reset_link(edsger, 3).await);
     app.clock.advance(3600 + 1);
     let expired = reset_password(&app, &third, "yet another good phrase")
         .await
@@ -526,7 +540,7 @@ async fn reset_links_work_once_expire_and_are_replaced_by_newer_ones(backend: Ba
         "{}",
         expired.message()
     );
-    log_in(&app, edsger, NEW_PASSWORD)
+    app.password_login(edsger, NEW_PASSWORD)
         .await
         .expect("still the reset password");
 }
@@ -534,7 +548,7 @@ async fn reset_links_work_once_expire_and_are_replaced_by_newer_ones(backend: Ba
 async fn a_shutdown_right_after_forgot_password_loses_no_reset_link(backend: Backend) {
     use sqlx::Connection;
     let mut app = spawn_app(backend).await;
-    register(&app, "tim@example.com", PASSWORD).await.unwrap();
+    app.register("tim@example.com", PASSWORD).await.unwrap();
 
     // Hold the outbox's write lock for a moment, as a busy database would: the answer
     // may wait, but once it is in, the link must be stored.
@@ -560,7 +574,7 @@ async fn a_shutdown_right_after_forgot_password_loses_no_reset_link(backend: Bac
         sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();
     };
     let answered = async {
-        forgot_password(&app, "tim@example.com").await.unwrap();
+        app.forgot_password("tim@example.com").await.unwrap();
         app.database.count("password_resets").await
     };
     let (stored, ()) = tokio::join!(answered, release);
@@ -584,13 +598,13 @@ async fn a_shutdown_right_after_forgot_password_loses_no_reset_link(backend: Bac
 
 async fn forgot_password_for_an_unknown_email_succeeds_and_sends_nothing(backend: Backend) {
     let app = spawn_app(backend).await;
-    register(&app, "tim@example.com", PASSWORD).await.unwrap();
+    app.register("tim@example.com", PASSWORD).await.unwrap();
 
-    forgot_password(&app, "nobody@example.com")
+    app.forgot_password("nobody@example.com")
         .await
         .expect("always succeeds");
-    forgot_password(&app, "tim@example.com").await.unwrap();
-    wait_for_reset_link(&app, "tim@example.com", 1).await;
+    app.forgot_password("tim@example.com").await.unwrap();
+    app.wait_for_reset_link("tim@example.com", 1).await;
     assert_eq!(
         app.database.count("outbox").await,
         1,
@@ -598,7 +612,7 @@ async fn forgot_password_for_an_unknown_email_succeeds_and_sends_nothing(backend
     );
     assert_eq!(app.database.count("password_resets").await, 1);
 
-    let malformed = forgot_password(&app, "nobody").await.unwrap_err();
+    let malformed = app.forgot_password("nobody").await.unwrap_err();
     assert_eq!(malformed.code(), Code::InvalidArgument);
 }
 
@@ -629,10 +643,10 @@ async fn imported_bcrypt_and_weaker_argon2_hashes_log_in_and_are_upgraded(backen
         .into_inner();
     assert!(imported.imported, "{:?}", imported.results);
 
-    log_in(&app, "dennis@example.com", "test")
+    app.password_login("dennis@example.com", "test")
         .await
         .expect("bcrypt login");
-    log_in(&app, "ken@example.com", "unix and c")
+    app.password_login("ken@example.com", "unix and c")
         .await
         .expect("argon2i login");
     for name in ["dennis@example.com", "ken@example.com"] {
@@ -646,10 +660,10 @@ async fn imported_bcrypt_and_weaker_argon2_hashes_log_in_and_are_upgraded(backen
             "{name}: {hash}"
         );
     }
-    log_in(&app, "dennis@example.com", "test")
+    app.password_login("dennis@example.com", "test")
         .await
         .expect("and again, from argon2id");
-    log_in(&app, "dennis@example.com", "tset")
+    app.password_login("dennis@example.com", "tset")
         .await
         .expect_err("wrong");
 }
@@ -712,10 +726,8 @@ async fn cost_bomb_hashes_are_refused_at_import_and_unchecked_when_already_store
 
     // A bomb written straight into the database (an older version's import, a restored
     // dump) is refused unchecked: it answers like a wrong password and holds nobody up.
-    register(&app, "victim@example.com", PASSWORD)
-        .await
-        .unwrap();
-    register(&app, "bystander@example.com", PASSWORD)
+    app.register("victim@example.com", PASSWORD).await.unwrap();
+    app.register("bystander@example.com", PASSWORD)
         .await
         .unwrap();
     let pool = pool(&app).await;
@@ -725,18 +737,22 @@ async fn cost_bomb_hashes_are_refused_at_import_and_unchecked_when_already_store
         .await
         .expect("plant the hash");
     pool.close().await;
-    let (bomb, bystander) = tokio::join!(log_in(&app, "victim@example.com", PASSWORD), async {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        log_in(&app, "bystander@example.com", PASSWORD).await
-    });
+    let (bomb, bystander) =
+        tokio::join!(app.password_login("victim@example.com", PASSWORD), async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            app.password_login("bystander@example.com", PASSWORD).await
+        });
     assert_eq!(bomb.unwrap_err().code(), Code::Unauthenticated);
     bystander.expect("another account logs in beside the bomb");
 }
 
 async fn me_refuses_bad_tokens_and_tokens_of_other_projects(backend: Backend) {
     let app = spawn_app(backend).await;
-    register(&app, "ada@example.com", PASSWORD).await.unwrap();
-    let login = log_in(&app, "ada@example.com", PASSWORD).await.unwrap();
+    app.register("ada@example.com", PASSWORD).await.unwrap();
+    let login = app
+        .password_login("ada@example.com", PASSWORD)
+        .await
+        .unwrap();
 
     let mut request = bearer(
         &login.access_token,
@@ -744,7 +760,8 @@ async fn me_refuses_bad_tokens_and_tokens_of_other_projects(backend: Backend) {
             project_id: app.project.project_id.clone(),
         },
     );
-    let same = client(&app)
+    let same = app
+        .passwords()
         .me(request)
         .await
         .expect("same project")
@@ -756,7 +773,7 @@ async fn me_refuses_bad_tokens_and_tokens_of_other_projects(backend: Backend) {
             project_id: "another-project".into(),
         },
     );
-    let other = client(&app).me(request).await.unwrap_err();
+    let other = app.passwords().me(request).await.unwrap_err();
     assert_eq!(other.code(), Code::Unauthenticated);
     for token in ["", "usr_nope", "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2ln"] {
         let error = me(&app, token).await.unwrap_err();
@@ -766,9 +783,9 @@ async fn me_refuses_bad_tokens_and_tokens_of_other_projects(backend: Backend) {
 
 async fn the_reset_page_shows_a_labelled_form_with_strict_headers(backend: Backend) {
     let app = spawn_app(backend).await;
-    register(&app, "ada@example.com", PASSWORD).await.unwrap();
-    forgot_password(&app, "ada@example.com").await.unwrap();
-    let link = wait_for_reset_link(&app, "ada@example.com", 1).await;
+    app.register("ada@example.com", PASSWORD).await.unwrap();
+    app.forgot_password("ada@example.com").await.unwrap();
+    let link = app.wait_for_reset_link("ada@example.com", 1).await;
     assert!(
         link.starts_with(&format!(
             "{}/project/{}/auth/password/reset?token=rst_",
@@ -814,9 +831,9 @@ async fn the_reset_page_shows_a_labelled_form_with_strict_headers(backend: Backe
 
 async fn the_reset_page_says_why_a_link_no_longer_works(backend: Backend) {
     let app = spawn_app(backend).await;
-    register(&app, "grace@example.com", PASSWORD).await.unwrap();
-    forgot_password(&app, "grace@example.com").await.unwrap();
-    let used = wait_for_reset_link(&app, "grace@example.com", 1).await;
+    app.register("grace@example.com", PASSWORD).await.unwrap();
+    app.forgot_password("grace@example.com").await.unwrap();
+    let used = app.wait_for_reset_link("grace@example.com", 1).await;
     reset_password(&app, &token_of(&used), NEW_PASSWORD)
         .await
         .unwrap();
@@ -831,8 +848,8 @@ async fn the_reset_page_says_why_a_link_no_longer_works(backend: Backend) {
     assert_eq!(status, StatusCode::GONE);
     assert!(html.contains("This link was already used"), "{html}");
 
-    forgot_password(&app, "grace@example.com").await.unwrap();
-    let expired = wait_for_reset_link(&app, "grace@example.com", 2).await;
+    app.forgot_password("grace@example.com").await.unwrap();
+    let expired = app.wait_for_reset_link("grace@example.com", 2).await;
     app.clock.advance(3601);
     let (status, html) = page(expired).await;
     assert_eq!(status, StatusCode::GONE);
@@ -857,10 +874,13 @@ async fn the_reset_page_says_why_a_link_no_longer_works(backend: Backend) {
 
 async fn the_reset_page_posts_back_and_shows_success_or_what_to_fix(backend: Backend) {
     let app = spawn_app(backend).await;
-    register(&app, "ada@example.com", PASSWORD).await.unwrap();
-    let before = log_in(&app, "ada@example.com", PASSWORD).await.unwrap();
-    forgot_password(&app, "ada@example.com").await.unwrap();
-    let link = wait_for_reset_link(&app, "ada@example.com", 1).await;
+    app.register("ada@example.com", PASSWORD).await.unwrap();
+    let before = app
+        .password_login("ada@example.com", PASSWORD)
+        .await
+        .unwrap();
+    app.forgot_password("ada@example.com").await.unwrap();
+    let link = app.wait_for_reset_link("ada@example.com", 1).await;
     let token = token_of(&link);
     let post = |password: &str, confirm: &str| {
         let form = [
@@ -885,7 +905,7 @@ async fn the_reset_page_posts_back_and_shows_success_or_what_to_fix(backend: Bac
         html.contains("The new password is too easy to guess"),
         "{html}"
     );
-    log_in(&app, "ada@example.com", PASSWORD)
+    app.password_login("ada@example.com", PASSWORD)
         .await
         .expect("nothing changed yet");
 
@@ -896,7 +916,7 @@ async fn the_reset_page_posts_back_and_shows_success_or_what_to_fix(backend: Bac
         app.authorize(&before.access_token).await.role(),
         Role::Public
     );
-    log_in(&app, "ada@example.com", NEW_PASSWORD)
+    app.password_login("ada@example.com", NEW_PASSWORD)
         .await
         .expect("new password");
 
@@ -907,51 +927,13 @@ async fn the_reset_page_posts_back_and_shows_success_or_what_to_fix(backend: Bac
 
 // ---- helpers for this flow ----
 
-pub fn client(app: &TestApp) -> PasswordServiceClient<Channel> {
-    let channel = Channel::from_shared(app.address.clone())
-        .expect("uri")
-        .connect_lazy();
-    PasswordServiceClient::new(channel)
-}
-
-pub async fn register(app: &TestApp, email: &str, password: &str) -> Result<(), tonic::Status> {
-    register_in(app, &app.project.project_id, email, password).await
-}
-
-async fn register_in(
-    app: &TestApp,
-    project_id: &str,
-    email: &str,
-    password: &str,
-) -> Result<(), tonic::Status> {
-    let request = RegisterRequest {
-        project_id: project_id.into(),
-        email: email.into(),
-        password: password.into(),
-    };
-    client(app).register(request).await.map(|_| ())
-}
-
-pub async fn log_in(
-    app: &TestApp,
-    email: &str,
-    password: &str,
-) -> Result<LoginResponse, tonic::Status> {
-    let request = LoginRequest {
-        project_id: app.project.project_id.clone(),
-        username: email.into(),
-        password: password.into(),
-    };
-    client(app).login(request).await.map(|r| r.into_inner())
-}
-
 async fn me(app: &TestApp, token: &str) -> Result<MeResponse, tonic::Status> {
     let request = if token.is_empty() {
         tonic::Request::new(MeRequest::default())
     } else {
         bearer(token, MeRequest::default())
     };
-    client(app).me(request).await.map(|r| r.into_inner())
+    app.passwords().me(request).await.map(|r| r.into_inner())
 }
 
 async fn change_password(
@@ -969,18 +951,10 @@ async fn change_password(
     } else {
         bearer(token, body)
     };
-    client(app)
+    app.passwords()
         .change_password(request)
         .await
         .map(|r| r.into_inner())
-}
-
-pub async fn forgot_password(app: &TestApp, email: &str) -> Result<(), tonic::Status> {
-    let request = ForgotPasswordRequest {
-        project_id: app.project.project_id.clone(),
-        email: email.into(),
-    };
-    client(app).forgot_password(request).await.map(|_| ())
 }
 
 async fn reset_password(app: &TestApp, token: &str, new: &str) -> Result<(), tonic::Status> {
@@ -989,55 +963,7 @@ async fn reset_password(app: &TestApp, token: &str, new: &str) -> Result<(), ton
         token: token.into(),
         new_password: new.into(),
     };
-    client(app).reset_password(request).await.map(|_| ())
-}
-
-/// Waits for the `count`th mail to `recipient` and returns its decoded text.
-pub async fn wait_for_mail(app: &TestApp, recipient: &str, count: usize) -> String {
-    let mails = wait_for(|| {
-        let mails = app.mails_to(recipient);
-        (mails.len() >= count).then_some(mails)
-    })
-    .await
-    .unwrap_or_else(|| panic!("no mail #{count} for {recipient} in the outbox"));
-    decode_quoted_printable(&mails[count - 1])
-}
-
-/// The reset link in the `count`th mail to `recipient`.
-pub async fn wait_for_reset_link(app: &TestApp, recipient: &str, count: usize) -> String {
-    let mail = wait_for_mail(app, recipient, count).await;
-    mail.split_whitespace()
-        .find(|word| word.contains("/auth/password/reset?token="))
-        .unwrap_or_else(|| panic!("no reset link in {mail}"))
-        .to_owned()
-}
-
-pub fn token_of(link: &str) -> String {
-    link.split_once("token=")
-        .expect("a token in the link")
-        .1
-        .to_owned()
-}
-
-/// Long lines make the mail quoted-printable: undo soft breaks and `=XX` escapes.
-fn decode_quoted_printable(mail: &str) -> String {
-    let joined = mail.replace("=\r\n", "").replace("=\n", "");
-    let bytes = joined.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'='
-            && i + 2 < bytes.len()
-            && let Ok(byte) = u8::from_str_radix(&joined[i + 1..i + 3], 16)
-        {
-            out.push(byte);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    app.passwords().reset_password(request).await.map(|_| ())
 }
 
 async fn pool(app: &TestApp) -> sqlx::AnyPool {

@@ -12,9 +12,6 @@ use std::time::{Duration, Instant};
 use tonic::Code;
 
 use crate::helpers::*;
-use crate::password::{
-    NEW_PASSWORD, PASSWORD, forgot_password, log_in, register, wait_for_reset_link,
-};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_resets_a_forgotten_password_in_a_real_browser() {
@@ -22,10 +19,13 @@ async fn a_person_resets_a_forgotten_password_in_a_real_browser() {
         return;
     };
     let app = spawn_app(Backend::Sqlite).await;
-    register(&app, "ada@example.com", PASSWORD).await.unwrap();
-    let before = log_in(&app, "ada@example.com", PASSWORD).await.unwrap();
-    forgot_password(&app, "ada@example.com").await.unwrap();
-    let link = wait_for_reset_link(&app, "ada@example.com", 1).await;
+    app.register("ada@example.com", PASSWORD).await.unwrap();
+    let before = app
+        .password_login("ada@example.com", PASSWORD)
+        .await
+        .unwrap();
+    app.forgot_password("ada@example.com").await.unwrap();
+    let link = app.wait_for_reset_link("ada@example.com", 1).await;
 
     let driver = browser.start_driver().await;
     let page = driver.open_session().await;
@@ -64,10 +64,13 @@ async fn a_person_resets_a_forgotten_password_in_a_real_browser() {
         .expect("the success page");
     page.close().await.expect("close the browser");
 
-    log_in(&app, "ada@example.com", NEW_PASSWORD)
+    app.password_login("ada@example.com", NEW_PASSWORD)
         .await
         .expect("the new password logs in");
-    let old = log_in(&app, "ada@example.com", PASSWORD).await.unwrap_err();
+    let old = app
+        .password_login("ada@example.com", PASSWORD)
+        .await
+        .unwrap_err();
     assert_eq!(old.code(), Code::Unauthenticated);
     assert_eq!(
         app.authorize(&before.access_token).await.role(),

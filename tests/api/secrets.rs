@@ -58,7 +58,7 @@ async fn dump(app: &TestApp) -> (Vec<String>, Vec<Vec<u8>>) {
 
 async fn a_copy_of_the_database_opens_no_account(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (pem, _) = crate::external::ed25519_pem();
+    let (pem, _) = ed25519_pem();
     app.update_settings(UpdateProjectSettingsRequest {
         sms_webhook_url: Some("https://sms.example.com/send".into()),
         sms_webhook_secret: Some("webhook-bearer-secret".into()),

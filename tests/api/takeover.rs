@@ -230,7 +230,8 @@ async fn a_project_can_hold_password_logins_until_the_email_is_confirmed(backend
             .contains("confirm your email first"),
         "{body}"
     );
-    let over_grpc = crate::password::log_in(&app, email, OWNER_PASSWORD)
+    let over_grpc = app
+        .password_login(email, OWNER_PASSWORD)
         .await
         .expect_err("gRPC refuses too");
     assert_eq!(over_grpc.code(), tonic::Code::FailedPrecondition);
