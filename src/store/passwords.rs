@@ -31,24 +31,28 @@ async fn password_user_by_name<'e>(
     .await?)
 }
 
-/// The password checks counted against one key in its current window.
-#[derive(Clone, Copy, Debug)]
-pub struct AttemptCount {
-    /// Checks judged wrong.
-    pub failures: i64,
-    /// Checks registered but not judged yet (this one included).
-    pub pending: i64,
-    pub window_started_at: i64,
+record! {
+    /// The password checks counted against one key in its current window.
+    #[derive(Clone, Copy, Debug)]
+    pub struct AttemptCount {
+        /// Checks judged wrong.
+        pub failures: i64,
+        /// Checks registered but not judged yet (this one included).
+        pub pending: i64,
+        pub window_started_at: i64,
+    }
 }
 
-/// A reset token's row, with what the reset page shows.
-#[derive(Clone, Debug)]
-pub struct PasswordResetRecord {
-    pub user_id: i64,
-    pub project_id: String,
-    pub email: Option<String>,
-    pub expires_at: i64,
-    pub used_at: Option<i64>,
+record! {
+    /// A reset token's row, with what the reset page shows.
+    #[derive(Clone, Debug)]
+    pub struct PasswordResetRecord {
+        pub user_id: i64,
+        pub project_id: String,
+        pub email: Option<String>,
+        pub expires_at: i64,
+        pub used_at: Option<i64>,
+    }
 }
 
 impl Store {
@@ -75,23 +79,13 @@ impl Store {
         &self,
         token_hash: &[u8],
     ) -> StoreResult<Option<PasswordResetRecord>> {
-        let row = sqlx::query(
-            "SELECT r.user_id, u.project_id, u.name, r.expires_at, r.used_at
+        Ok(sqlx::query_as(
+            "SELECT r.user_id, u.project_id, u.name AS email, r.expires_at, r.used_at
              FROM password_resets r JOIN users u ON u.id = r.user_id WHERE r.token_hash = $1",
         )
         .bind(token_hash)
         .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| {
-            Ok(PasswordResetRecord {
-                user_id: row.try_get("user_id")?,
-                project_id: row.try_get("project_id")?,
-                email: row.try_get("name")?,
-                expires_at: row.try_get("expires_at")?,
-                used_at: row.try_get("used_at")?,
-            })
-        })
-        .transpose()
+        .await?)
     }
 }
 
@@ -177,7 +171,7 @@ impl Tx {
         window_seconds: i64,
         pending_until: i64,
     ) -> StoreResult<AttemptCount> {
-        let row = sqlx::query(
+        Ok(sqlx::query_as(
             "INSERT INTO password_failures (key, failures, pending, window_started_at, pending_until)
              VALUES ($1, 0, 1, $2, $4)
              ON CONFLICT (key) DO UPDATE SET
@@ -196,12 +190,7 @@ impl Tx {
         .bind(now - window_seconds)
         .bind(pending_until)
         .fetch_one(&mut *self.tx)
-        .await?;
-        Ok(AttemptCount {
-            failures: row.try_get("failures")?,
-            pending: row.try_get("pending")?,
-            window_started_at: row.try_get("window_started_at")?,
-        })
+        .await?)
     }
 
     /// A pending check was judged wrong: it becomes a failure.
