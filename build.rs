@@ -7,6 +7,7 @@ use std::path::PathBuf;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-changed=migrations");
+    println!("cargo:rerun-if-changed=third_party/envoy-proto");
 
     let protos: Vec<PathBuf> = std::fs::read_dir("proto/portcullis/v1")?
         .map(|entry| entry.map(|e| e.path()))
@@ -23,6 +24,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(
         out_dir.join("portcullis_descriptor.bin"),
         fds.encode_to_vec(),
+    )?;
+    // Envoy's ext_authz service: its Rust types come from envoy-types; reflection needs
+    // its descriptors, with every file they import.
+    let envoy = protox::Compiler::new(["third_party/envoy-proto"])?
+        .include_imports(true)
+        .open_file("envoy/service/auth/v3/external_auth.proto")?
+        .file_descriptor_set();
+    std::fs::write(
+        out_dir.join("envoy_authz_descriptor.bin"),
+        envoy.encode_to_vec(),
     )?;
     tonic_prost_build::configure()
         // Messages carrying passwords get a redacting Debug by hand (src/grpc/password.rs).

@@ -215,6 +215,15 @@ pub struct SettingsArgs {
     /// call into its own network) [default: false]
     #[arg(long, env = "PORTCULLIS_WEBHOOK_ALLOW_PRIVATE", global = true, num_args = 0..=1, default_missing_value = "true")]
     pub webhook_allow_private: Option<bool>,
+    /// The project whose tokens ext_authz and forward auth accept where the proxy names
+    /// none (Envoy's context_extensions project_id, a `project_id` query parameter)
+    /// [default: none: such checks are refused]
+    #[arg(long, env = "PORTCULLIS_AUTHZ_PROJECT_ID", global = true)]
+    pub authz_project_id: Option<String>,
+    /// Cookie that ext_authz and forward auth read a token from, after the Authorization
+    /// header [default: portcullis_token]
+    #[arg(long, env = "PORTCULLIS_AUTHZ_COOKIE", global = true)]
+    pub authz_cookie: Option<String>,
     /// Domains a project's mail_sender may send from, comma-separated; other senders keep
     /// their display name on the --mail-from address [default: none]
     #[arg(long, env = "PORTCULLIS_MAIL_SENDER_DOMAINS", global = true)]
@@ -360,6 +369,15 @@ impl SettingsArgs {
                 .webhook_allow_private
                 .or(file.webhook_allow_private)
                 .unwrap_or(false),
+            authz_project_id: self
+                .authz_project_id
+                .or(file.authz_project_id)
+                .filter(|id| !id.trim().is_empty()),
+            authz_cookie: match self.authz_cookie.or(file.authz_cookie) {
+                Some(name) if crate::domain::is_cookie_name(&name) => name,
+                Some(name) => anyhow::bail!("authz cookie {name:?} is not a cookie name"),
+                None => defaults.authz_cookie,
+            },
             ..defaults
         };
         let sms_webhook = self

@@ -4,6 +4,7 @@
 mod client;
 mod clock;
 mod code;
+mod gate;
 mod name;
 mod network;
 mod password;
@@ -14,6 +15,7 @@ mod secret;
 pub use client::{TrustedProxies, address_block};
 pub use clock::Clock;
 pub use code::{CodeKey, LoginCode};
+pub use gate::{Pass, PresentedToken, Refusal, USER_HEADERS, cookie_value, is_cookie_name};
 pub use name::{Email, Name, NameError, Phone};
 pub use network::is_public_address;
 pub use password::{HashingError, NewPassword, Password, PasswordError, PasswordHasher, Verdict};

@@ -3,6 +3,7 @@
 
 mod admin;
 mod authentication;
+mod ext_authz;
 mod log;
 mod password;
 mod recovery;
@@ -17,6 +18,7 @@ use crate::service::{Auth, IssuedSession};
 
 pub use admin::AdminApi;
 pub use authentication::AuthenticationApi;
+pub use ext_authz::ExtAuthzApi;
 pub use log::LogApi;
 pub use password::PasswordApi;
 pub use recovery::RecoveryApi;
@@ -31,6 +33,10 @@ pub mod pb {
 /// The encoded descriptors of every proto file, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("portcullis_descriptor");
 
+/// Envoy's ext_authz service and the files it imports, for server reflection.
+pub const ENVOY_AUTHZ_DESCRIPTOR_SET: &[u8] =
+    tonic::include_file_descriptor_set!("envoy_authz_descriptor");
+
 /// Names of the services this server implements, as health checks know them.
 pub const SERVICE_NAMES: &[&str] = &[
     "portcullis.v1.AuthenticationService",
@@ -39,6 +45,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     "portcullis.v1.LogService",
     "portcullis.v1.AdminService",
     "portcullis.v1.PasswordService",
+    "envoy.service.auth.v3.Authorization",
 ];
 
 /// The portcullis.v1 services.
@@ -58,7 +65,10 @@ pub fn routes(auth: Auth) -> Routes {
     .add_service(RecoveryServiceServer::new(RecoveryApi::new(auth.clone())))
     .add_service(LogServiceServer::new(LogApi::new(auth.clone())))
     .add_service(AdminServiceServer::new(AdminApi::new(auth.clone())))
-    .add_service(PasswordServiceServer::new(PasswordApi::new(auth)))
+    .add_service(PasswordServiceServer::new(PasswordApi::new(auth.clone())))
+    .add_service(envoy_types::ext_authz::v3::pb::AuthorizationServer::new(
+        ExtAuthzApi::new(auth),
+    ))
 }
 
 /// The client's address: the peer (axum's connect info when gRPC shares the HTTP listener,

@@ -15,6 +15,7 @@ mod cors;
 mod email_page;
 mod errors;
 mod extract;
+mod forward_auth;
 mod link_page;
 pub mod page;
 mod password_api;
@@ -35,6 +36,7 @@ pub fn router(auth: Auth) -> Router {
         .route(email_page::PATH, email_page::routes())
         .merge(api::routes())
         .merge(password_api::routes())
+        .merge(forward_auth::routes())
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(auth.clone(), cors::layer))

@@ -3,6 +3,7 @@
 
 mod events;
 mod external;
+mod gate;
 mod limits;
 mod login;
 mod messages;
@@ -25,6 +26,7 @@ use crate::jwt::JwtKeys;
 use crate::store::{ProjectRecord, Store};
 
 pub use events::{LogPage, MAX_LOG_DATA_LEN};
+pub use gate::{GateCheck, GateDecision};
 pub use login::{Authenticated, LINK_PATH};
 pub use password::{Me, ResetLink, ResetLinkState};
 pub use projects::{CreatedProject, ProjectSettings, SettingsChange};
@@ -65,6 +67,10 @@ pub struct Policy {
     pub log_lines_per_event_per_minute: i64,
     /// Webhooks may target private and loopback addresses, over plain http too.
     pub webhook_allow_private: bool,
+    /// The project ext_authz and forward auth bind to where the proxy names none.
+    pub authz_project_id: Option<String>,
+    /// The cookie they read a token from, after the Authorization header.
+    pub authz_cookie: String,
 }
 
 impl Default for Policy {
@@ -85,6 +91,8 @@ impl Default for Policy {
             code_failure_window_seconds: 24 * 3600,
             log_lines_per_event_per_minute: 120,
             webhook_allow_private: false,
+            authz_project_id: None,
+            authz_cookie: "portcullis_token".into(),
         }
     }
 }

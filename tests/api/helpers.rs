@@ -604,8 +604,16 @@ impl TestApp {
 
     /// Logs `name` in through the whole code flow.
     pub async fn log_in(&self, name: &str) -> LoggedIn {
+        self.log_in_with(&self.project.app_token, name).await
+    }
+
+    /// Logs `name` in to the project of `app_token`.
+    pub async fn log_in_with(&self, app_token: &str, name: &str) -> LoggedIn {
         let seen = self.mails_to(name).len();
-        let started = self.authenticate(name).await.expect("authenticate");
+        let started = self
+            .authenticate_with(app_token, name)
+            .await
+            .expect("authenticate");
         let code = self.wait_for_code(name, seen + 1).await;
         let session = self
             .confirm(&code, &started.code_token)

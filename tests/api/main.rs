@@ -17,6 +17,7 @@ mod login;
 mod login_refusals;
 mod logs;
 mod magic_link;
+mod mesh;
 mod password;
 mod password_browser;
 mod recovery;

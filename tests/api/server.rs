@@ -31,6 +31,7 @@ async fn reflection_v1alpha_lists_every_service() {
         "portcullis.v1.AuthenticationService",
         "portcullis.v1.VerificationService",
         "grpc.health.v1.Health",
+        "envoy.service.auth.v3.Authorization",
     ] {
         assert!(
             names.iter().any(|n| n == expected),
