@@ -31,6 +31,38 @@ pub struct Claims {
     pub exp: i64,
     /// The session this token was issued beside; revoking the session revokes the token.
     pub sid: String,
+    /// Hasura's session variables, for projects that turn them on.
+    #[serde(
+        rename = "https://hasura.io/jwt/claims",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub hasura: Option<HasuraClaims>,
+}
+
+/// The claim Hasura's JWT mode reads (values are strings, as Hasura requires).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HasuraClaims {
+    #[serde(rename = "x-hasura-user-id")]
+    pub user_id: String,
+    #[serde(rename = "x-hasura-default-role")]
+    pub default_role: String,
+    #[serde(rename = "x-hasura-allowed-roles")]
+    pub allowed_roles: Vec<String>,
+    /// As the webhook's `X-Hasura-Is-Owner`: the project's root user.
+    #[serde(rename = "x-hasura-is-owner")]
+    pub is_owner: String,
+}
+
+impl HasuraClaims {
+    pub fn for_user(uid: &str, root: bool) -> HasuraClaims {
+        HasuraClaims {
+            user_id: uid.to_owned(),
+            default_role: "user".into(),
+            allowed_roles: vec!["user".into()],
+            is_owner: root.to_string(),
+        }
+    }
 }
 
 struct Key {

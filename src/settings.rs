@@ -313,6 +313,13 @@ pub struct Settings {
     pub policy: Policy,
 }
 
+impl Settings {
+    /// The port the service listens on unless told otherwise (and the deploy files use).
+    pub const fn default_listen_port() -> u16 {
+        8080
+    }
+}
+
 impl SettingsArgs {
     /// Fills what flags and environment left open from the TOML file, then defaults.
     pub fn resolve(self) -> anyhow::Result<Settings> {
@@ -329,7 +336,7 @@ impl SettingsArgs {
         let listen = self
             .listen
             .or(file.listen)
-            .unwrap_or_else(|| "127.0.0.1:8080".into());
+            .unwrap_or_else(|| format!("127.0.0.1:{}", Settings::default_listen_port()));
         let public_url = self
             .public_url
             .or(file.public_url)

@@ -101,6 +101,7 @@ impl From<ProjectSettings> for Project {
             password_reset_url: settings.password_reset_url.unwrap_or_default(),
             password_reset_lifetime_seconds: settings.password_reset_lifetime_seconds,
             password_require_verified_email: settings.password_require_verified_email,
+            hasura_jwt_claims: settings.hasura_jwt_claims,
         }
     }
 }
@@ -126,6 +127,7 @@ impl From<UpdateProjectSettingsRequest> for SettingsChange {
             password_reset_url: body.password_reset_url,
             password_reset_lifetime_seconds: body.password_reset_lifetime_seconds,
             password_require_verified_email: body.password_require_verified_email,
+            hasura_jwt_claims: body.hasura_jwt_claims,
         }
     }
 }

@@ -24,7 +24,7 @@ pub fn routes() -> axum::Router<Auth> {
         .route("/api/verify/poll", get(poll))
         .route("/api/resend-code", get(resend_code))
         .route("/api/authorize", get(authorize))
-        .route("/api/hasura", get(hasura))
+        .route("/api/hasura", get(hasura).post(hasura_post))
         .route("/api/recovery", get(recovery))
         .route("/api/change", get(change))
         .route("/api/logout", get(logout))
@@ -312,13 +312,56 @@ async fn hasura(
     ApiQuery(params): ApiQuery<ProjectParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let token = headers
-        .get("x-token")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let authorization = auth
-        .authorize_for(token, params.project_id.as_deref())
-        .await?;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let token = hasura_token(header("x-token"), header("authorization"));
+    hasura_answer(&auth, token, params.project_id.as_deref()).await
+}
+
+/// Hasura's POST mode (`HASURA_GRAPHQL_AUTH_HOOK_MODE=POST`): the client's headers come
+/// in the body, with the GraphQL request; the answer is the GET mode's.
+#[derive(Deserialize, ToSchema)]
+pub struct HasuraPostBody {
+    /// The client's request headers, as Hasura forwards them.
+    #[serde(default)]
+    headers: std::collections::HashMap<String, String>,
+    /// The GraphQL request (not read).
+    #[serde(default)]
+    #[allow(dead_code)]
+    request: serde_json::Value,
+}
+
+#[utoipa::path(post, path = "/api/hasura", tag = "passwordless", params(ProjectParams),
+    request_body = HasuraPostBody,
+    responses((status = 200, body = HasuraBody, description = "As the GET webhook")))]
+async fn hasura_post(
+    State(auth): State<Auth>,
+    ApiQuery(params): ApiQuery<ProjectParams>,
+    ApiJson(body): ApiJson<HasuraPostBody>,
+) -> Result<Response, ApiError> {
+    let header = |name: &str| {
+        body.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    };
+    let token = hasura_token(header("x-token"), header("authorization"));
+    hasura_answer(&auth, token, params.project_id.as_deref()).await
+}
+
+/// The token Hasura passed on: `x-token` (the published API's header), else
+/// `Authorization: Bearer`.
+fn hasura_token<'a>(x_token: Option<&'a str>, authorization: Option<&'a str>) -> &'a str {
+    x_token
+        .or_else(|| authorization.and_then(crate::domain::bearer_token))
+        .unwrap_or_default()
+}
+
+async fn hasura_answer(
+    auth: &Auth,
+    token: &str,
+    project_id: Option<&str>,
+) -> Result<Response, ApiError> {
+    let authorization = auth.authorize_for(token, project_id).await?;
     let max_age = auth.cacheable_seconds(&authorization);
     let body = match authorization {
         Authorization::Public => HasuraBody {
@@ -618,7 +661,7 @@ async fn auth0(
 /// The OpenAPI description of these paths.
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(authenticate, confirm, poll, resend_code, authorize, hasura, recovery, change, logout,
+    paths(authenticate, confirm, poll, resend_code, authorize, hasura, hasura_post, recovery, change, logout,
         delete_user, user, encrypt, add_log, list_logs, auth0),
     tags((name = "passwordless", description = "The passwordless API: login by code or magic link"))
 )]

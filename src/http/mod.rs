@@ -17,6 +17,7 @@ mod errors;
 mod extract;
 mod forward_auth;
 mod link_page;
+mod oauth;
 pub mod page;
 mod password_api;
 pub mod reset_page;
@@ -37,6 +38,7 @@ pub fn router(auth: Auth) -> Router {
         .merge(api::routes())
         .merge(password_api::routes())
         .merge(forward_auth::routes())
+        .merge(oauth::routes())
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(auth.clone(), cors::layer))

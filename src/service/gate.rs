@@ -63,3 +63,20 @@ impl Auth {
         })
     }
 }
+
+impl Auth {
+    /// RFC 7662 introspection for a resource server holding the project's admin token:
+    /// what `token` stands for, if it is live and of that project; `None` otherwise
+    /// (`{"active": false}`: unknown, expired, revoked and foreign tokens alike).
+    pub async fn introspect(
+        &self,
+        admin_token: &str,
+        token: &str,
+    ) -> Result<Option<Authorization>> {
+        let project = self.project_for_admin_token(admin_token).await?;
+        Ok(match self.authorize_for(token, Some(&project.id)).await? {
+            Authorization::Public => None,
+            user => Some(user),
+        })
+    }
+}

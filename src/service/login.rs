@@ -113,7 +113,7 @@ impl Auth {
             .insert_user(&NewUser::new(&project.id, None, now, None))
             .await?
             .ok_or_else(|| Error::Internal(anyhow::anyhow!("anonymous insert conflicted")))?;
-        let session = self.open_session(&mut tx, &user, now).await?;
+        let session = self.open_session(&mut tx, project, &user, now).await?;
         tx.commit().await?;
         Ok(session)
     }
@@ -338,6 +338,7 @@ impl Auth {
         let mut user = tx.user_by_id(request.user_id).await?.ok_or_else(|| {
             Error::NotFound("the user of this login request no longer exists".into())
         })?;
+        let project = self.project_by_id(&user.project_id).await?;
         if user.name.as_deref() != Some(request.name.as_str()) {
             if tx
                 .user_by_name(&user.project_id, &request.name)
@@ -349,10 +350,9 @@ impl Auth {
             tx.rename_user(user.id, &request.name, now).await?;
             user.name = Some(request.name.clone());
         } else if tx.prove_mailbox(user.id, now).await? {
-            let project = self.project_by_id(&user.project_id).await?;
             self.mail_removed_password(tx, &project, &user, now).await?;
         }
-        self.open_session(tx, &user, now).await
+        self.open_session(tx, &project, &user, now).await
     }
 
     /// Creates the login request and queues the mail (or text) with its code and link.

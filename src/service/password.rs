@@ -218,7 +218,9 @@ impl Auth {
             tx.replace_password(account.user.id, &stored, upgraded)
                 .await?;
         }
-        let session = self.open_session(&mut tx, &account.user, now).await?;
+        let session = self
+            .open_session(&mut tx, &project, &account.user, now)
+            .await?;
         tx.commit().await?;
         Ok(session)
     }

@@ -128,6 +128,7 @@ pub struct ProjectSettings {
     pub password_reset_url: Option<String>,
     pub password_reset_lifetime_seconds: i64,
     pub password_require_verified_email: bool,
+    pub hasura_jwt_claims: bool,
 }
 
 impl From<&ProjectRecord> for ProjectSettings {
@@ -153,6 +154,7 @@ impl From<&ProjectRecord> for ProjectSettings {
             password_reset_url: p.passwords.reset_url.clone(),
             password_reset_lifetime_seconds: p.passwords.reset_lifetime_seconds,
             password_require_verified_email: p.passwords.require_verified_email,
+            hasura_jwt_claims: p.hasura_jwt_claims,
         }
     }
 }
@@ -218,6 +220,10 @@ pub struct SettingsChange {
     /// Password logins wait until the email is confirmed; Register mails a link.
     #[arg(long)]
     pub password_require_verified_email: Option<bool>,
+    /// Session JWTs carry Hasura's claim (https://hasura.io/jwt/claims), for Hasura's
+    /// JWT mode.
+    #[arg(long)]
+    pub hasura_jwt_claims: Option<bool>,
 }
 
 /// A file's text, for settings given as a file on the command line.
@@ -292,6 +298,9 @@ impl SettingsChange {
         }
         if let Some(reveal) = self.password_reveal_existing {
             project.passwords.reveal_existing = reveal;
+        }
+        if let Some(on) = self.hasura_jwt_claims {
+            project.hasura_jwt_claims = on;
         }
         if let Some(require) = self.password_require_verified_email {
             project.passwords.require_verified_email = require;
@@ -466,6 +475,7 @@ mod tests {
             anonymous_login: false,
             recovery: false,
             allowed_origins: None,
+            hasura_jwt_claims: false,
             codes: CodeSettings {
                 length: 4,
                 lifetime_seconds: 600,

@@ -45,10 +45,11 @@ impl Auth {
             .await?
             .ok_or_else(unknown)?;
         let user = tx.user_by_id(user_id).await?.ok_or_else(unknown)?;
-        if !self.project_by_id(&user.project_id).await?.recovery {
+        let project = self.project_by_id(&user.project_id).await?;
+        if !project.recovery {
             return Err(recovery_disabled());
         }
-        let session = self.open_session(&mut tx, &user, now).await?;
+        let session = self.open_session(&mut tx, &project, &user, now).await?;
         tx.commit().await?;
         Ok(Recovered {
             session,

@@ -3,8 +3,8 @@
 use super::{Auth, parse_token};
 use crate::domain::{MAX_TOKEN_LEN, SecretToken, TokenHash, TokenKind};
 use crate::error::{Error, Result};
-use crate::jwt::{Claims, JwtError};
-use crate::store::{NewSession, SessionUser, Tx, UserRecord};
+use crate::jwt::{Claims, HasuraClaims, JwtError};
+use crate::store::{NewSession, ProjectRecord, SessionUser, Tx, UserRecord};
 
 /// A new session as handed to the client.
 #[derive(Debug)]
@@ -31,6 +31,8 @@ pub enum Authorization {
         project_id: String,
         /// When the token stops working (the JWT's `exp`, or the session's end).
         expires_at: i64,
+        /// When the session (and its tokens) was issued.
+        issued_at: i64,
     },
 }
 
@@ -60,6 +62,7 @@ impl Auth {
     pub(super) async fn open_session(
         &self,
         tx: &mut Tx,
+        project: &ProjectRecord,
         user: &UserRecord,
         now: i64,
     ) -> Result<IssuedSession> {
@@ -83,6 +86,9 @@ impl Auth {
             iat: now,
             exp: jwt_expires_at,
             sid: session_id,
+            hasura: project
+                .hasura_jwt_claims
+                .then(|| HasuraClaims::for_user(&user.uid, user.root)),
         };
         let jwt = self
             .keys()
@@ -109,6 +115,7 @@ impl Auth {
                 root: session.user.root,
                 project_id: session.user.project_id,
                 expires_at,
+                issued_at: session.created_at,
             },
             None => Authorization::Public,
         })

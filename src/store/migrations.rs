@@ -74,6 +74,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0011_health_checks.sql"),
         include_str!("../../migrations/postgres/0011_health_checks.sql"),
     ),
+    (
+        12,
+        "hasura jwt claims",
+        include_str!("../../migrations/sqlite/0012_hasura_jwt_claims.sql"),
+        include_str!("../../migrations/postgres/0012_hasura_jwt_claims.sql"),
+    ),
 ];
 
 pub(super) fn migrator(backend: Backend) -> Migrator {

@@ -16,6 +16,8 @@ record! {
         /// Browser origins allowed to call this project's HTTP endpoints, space-separated;
         /// `*` allows any.
         pub allowed_origins: Option<String>,
+        /// Session JWTs carry Hasura's claim (`https://hasura.io/jwt/claims`).
+        pub hasura_jwt_claims: bool,
         pub codes: CodeSettings,
         pub delivery: DeliverySettings,
         pub passwords: PasswordSettings,
@@ -200,6 +202,7 @@ record! {
     pub struct SessionUser {
         pub session_id: String,
         pub expires_at: i64 => "session_expires_at",
+        pub created_at: i64 => "session_created_at",
         pub user: UserRecord,
     }
 }

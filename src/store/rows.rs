@@ -173,7 +173,8 @@ mod tests {
     #[tokio::test]
     async fn a_nested_record_reads_its_columns_from_the_same_row() {
         let row = row(
-            "SELECT 's1' AS session_id, 99 AS session_expires_at, 7 AS id, 'u' AS uid,
+            "SELECT 's1' AS session_id, 99 AS session_expires_at, 98 AS session_created_at,
+                    7 AS id, 'u' AS uid,
                     'p' AS project_id, NULL AS name, 1 AS root, 0 AS encrypted,
                     NULL AS encryption_text, 5 AS created_at, NULL AS verified_at",
         )

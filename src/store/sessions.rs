@@ -11,7 +11,8 @@ fn session_user_columns() -> &'static str {
             .map(|column| format!("u.{column}"))
             .collect();
         format!(
-            "s.id AS session_id, s.expires_at AS session_expires_at, {}",
+            "s.id AS session_id, s.expires_at AS session_expires_at, \
+             s.created_at AS session_created_at, {}",
             user.join(", ")
         )
     })

@@ -17,6 +17,8 @@ use tonic::Code;
 on_both_backends!(
     envoy_grpc_check_lets_the_bound_projects_users_through_and_no_one_else,
     forward_auth_answers_nginx_caddy_traefik_and_envoy_http,
+    hasura_answers_the_same_in_get_and_post_mode_and_jwt_mode_carries_its_claim,
+    introspection_tells_live_tokens_of_the_callers_project_and_nothing_else,
 );
 
 /// A Check as Envoy sends it: the client's headers and the route's context extensions.
@@ -635,4 +637,339 @@ async fn the_envoy_service_is_reflected_with_its_imports_and_has_health() {
         status.status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
+}
+
+// ---- Hasura's three modes, discovery and introspection ----
+
+fn jwt_payload(jwt: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+async fn hasura_answers_the_same_in_get_and_post_mode_and_jwt_mode_carries_its_claim(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let mine = app.project.project_id.clone();
+    let before = app.log_in("ada@example.com").await;
+    assert!(
+        jwt_payload(before.jwt())
+            .get("https://hasura.io/jwt/claims")
+            .is_none(),
+        "off by default"
+    );
+    let url = format!("{}/api/hasura?project_id={mine}", app.address);
+    let get: serde_json::Value = app
+        .http
+        .get(&url)
+        .header("x-token", before.token())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(get["X-Hasura-Role"], "user", "{get}");
+    for headers in [
+        serde_json::json!({ "x-token": before.token() }),
+        serde_json::json!({ "Authorization": format!("Bearer {}", before.jwt()) }),
+    ] {
+        let post = app
+            .http
+            .post(&url)
+            .json(&serde_json::json!({ "headers": headers, "request": { "query": "{ me }" } }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(post.status(), StatusCode::OK);
+        let post: serde_json::Value = post.json().await.unwrap();
+        assert_eq!(post, get, "POST mode answers as GET mode");
+    }
+    let anonymous: serde_json::Value = app
+        .http
+        .post(&url)
+        .json(&serde_json::json!({ "headers": {}, "request": {} }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(anonymous["X-Hasura-Role"], "public");
+
+    let project = app
+        .update_settings(portcullis::grpc::pb::UpdateProjectSettingsRequest {
+            hasura_jwt_claims: Some(true),
+            ..Default::default()
+        })
+        .await;
+    assert!(project.hasura_jwt_claims);
+    let after = app.log_in("ada@example.com").await;
+    let claims = jwt_payload(after.jwt());
+    let hasura = &claims["https://hasura.io/jwt/claims"];
+    assert_eq!(hasura["x-hasura-user-id"], claims["sub"], "{claims}");
+    assert_eq!(hasura["x-hasura-default-role"], "user");
+    assert_eq!(
+        hasura["x-hasura-allowed-roles"],
+        serde_json::json!(["user"])
+    );
+    assert_eq!(
+        app.authorize(after.jwt()).await.role(),
+        Role::User,
+        "the claim changes nothing for our own verification"
+    );
+}
+
+async fn introspection_tells_live_tokens_of_the_callers_project_and_nothing_else(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let discovery: serde_json::Value = app
+        .http
+        .get(format!("{}/.well-known/openid-configuration", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let user = app.log_in("ada@example.com").await;
+    assert_eq!(discovery["issuer"], jwt_payload(user.jwt())["iss"]);
+    let jwks_uri = discovery["jwks_uri"].as_str().unwrap();
+    let jwks = app.http.get(jwks_uri).send().await.unwrap();
+    assert_eq!(jwks.status(), StatusCode::OK, "{jwks_uri}");
+    assert_eq!(
+        discovery["id_token_signing_alg_values_supported"],
+        serde_json::json!(["EdDSA"])
+    );
+
+    let endpoint = discovery["introspection_endpoint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let introspect = |caller: Option<String>, token: String| {
+        let mut request = app.http.post(&endpoint).form(&[("token", token)]);
+        if let Some(caller) = caller {
+            request = request.bearer_auth(caller);
+        }
+        request.send()
+    };
+    let admin = Some(app.project.admin_token.clone());
+    let who = app.authorize(user.token()).await;
+    for token in [user.token(), user.jwt()] {
+        let answer: serde_json::Value = introspect(admin.clone(), token.into())
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(answer["active"], true, "{answer}");
+        assert_eq!(answer["sub"], who.uid.as_str());
+        assert_eq!(answer["aud"], app.project.project_id.as_str());
+        assert_eq!(answer["iss"], discovery["issuer"]);
+        let (exp, iat) = (
+            answer["exp"].as_i64().unwrap(),
+            answer["iat"].as_i64().unwrap(),
+        );
+        assert!(iat <= app.clock.now() && exp > app.clock.now(), "{answer}");
+    }
+    let other = app
+        .auth
+        .create_project("Other", None, false, false)
+        .await
+        .unwrap();
+    let stranger = app.log_in_with(&other.app_token, "eve@example.com").await;
+    for token in [
+        stranger.token().to_owned(),
+        "usr_forgedforgedforgedforged".to_owned(),
+        String::new(),
+    ] {
+        let answer: serde_json::Value = introspect(admin.clone(), token.clone())
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            answer,
+            serde_json::json!({ "active": false }),
+            "{token:.12}"
+        );
+    }
+    for caller in [
+        None,
+        Some(app.project.app_token.clone()),
+        Some("adm_unknown".into()),
+    ] {
+        let refused = introspect(caller.clone(), user.token().into())
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "{caller:?}");
+    }
+    app.logout(user.token()).await.unwrap();
+    let answer: serde_json::Value = introspect(admin, user.token().into())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["active"], false, "logged out");
+}
+
+// ---- the copy-paste configs that cannot run here ----
+
+/// Every value under `key`, anywhere in the document.
+fn find_all<'a>(value: &'a serde_yaml::Value, key: &str, out: &mut Vec<&'a serde_yaml::Value>) {
+    match value {
+        serde_yaml::Value::Mapping(map) => {
+            for (k, v) in map {
+                if k.as_str() == Some(key) {
+                    out.push(v);
+                }
+                find_all(v, key, out);
+            }
+        }
+        serde_yaml::Value::Sequence(items) => items.iter().for_each(|v| find_all(v, key, out)),
+        serde_yaml::Value::Tagged(tagged) => find_all(&tagged.value, key, out),
+        _ => {}
+    }
+}
+
+fn all<'a>(value: &'a serde_yaml::Value, key: &str) -> Vec<&'a serde_yaml::Value> {
+    let mut out = Vec::new();
+    find_all(value, key, &mut out);
+    out
+}
+
+fn documents(file: &str) -> Vec<serde_yaml::Value> {
+    use serde::Deserialize;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|document| serde_yaml::Value::deserialize(document).expect(file))
+        .collect()
+}
+
+/// Envoy and Istio are not installable here: their files are checked for shape, and every
+/// name and path in them against what the server serves.
+#[tokio::test]
+async fn the_envoy_istio_and_traefik_configs_name_what_the_server_serves() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let default_port = portcullis::settings::Settings::default_listen_port();
+    let status_of = |path: String| {
+        let url = format!("{}{path}", app.address);
+        let http = app.http.clone();
+        async move { http.get(url).send().await.unwrap().status() }
+    };
+    assert!(portcullis::grpc::SERVICE_NAMES.contains(&"envoy.service.auth.v3.Authorization"));
+
+    // Envoy over gRPC: the filter's cluster speaks HTTP/2 to the service's port, and the
+    // routes send only context extensions the server reads.
+    let envoy = &documents("envoy/envoy.yaml")[0];
+    let filters: Vec<&str> = all(envoy, "http_filters")
+        .iter()
+        .flat_map(|list| list.as_sequence().unwrap())
+        .filter_map(|filter| filter["name"].as_str())
+        .collect();
+    assert_eq!(
+        filters,
+        [
+            "envoy.filters.http.jwt_authn",
+            "envoy.filters.http.ext_authz",
+            "envoy.filters.http.router"
+        ]
+    );
+    let cluster_name = all(envoy, "envoy_grpc")[0]["cluster_name"]
+        .as_str()
+        .unwrap();
+    let clusters = all(envoy, "clusters")[0].as_sequence().unwrap();
+    let cluster = clusters
+        .iter()
+        .find(|c| c["name"].as_str() == Some(cluster_name))
+        .expect("the ext_authz cluster is defined");
+    assert!(
+        !all(cluster, "http2_protocol_options").is_empty(),
+        "gRPC needs HTTP/2"
+    );
+    for port in all(cluster, "port_value") {
+        assert_eq!(port.as_u64(), Some(u64::from(default_port)));
+    }
+    for extensions in all(envoy, "context_extensions") {
+        for key in extensions.as_mapping().unwrap().keys() {
+            assert!(
+                ["project_id", "allow_public"].contains(&key.as_str().unwrap()),
+                "the server does not read context extension {key:?}"
+            );
+        }
+    }
+    assert_eq!(all(envoy, "failure_mode_allow")[0].as_bool(), Some(false));
+    let jwks = all(envoy, "remote_jwks")[0]["http_uri"]["uri"]
+        .as_str()
+        .unwrap();
+    let jwks_path = jwks.split_once("8080").unwrap().1;
+    assert_eq!(status_of(jwks_path.into()).await, StatusCode::OK, "{jwks}");
+
+    // Envoy over HTTP: the prefix is the server's, bound to a project.
+    let envoy_http = &documents("envoy/envoy-http.yaml")[0];
+    let prefix = all(envoy_http, "path_prefix")[0].as_str().unwrap();
+    let bound = prefix.replace("PROJECT_ID", &app.project.project_id);
+    assert_eq!(
+        status_of(format!("{bound}/orders/1")).await,
+        StatusCode::UNAUTHORIZED,
+        "{prefix} answers as ext_authz"
+    );
+
+    // Traefik: the forward-auth address answers, and the headers it copies are ours.
+    let traefik = &documents("traefik/traefik-dynamic.yml")[0];
+    let forward = &all(traefik, "forwardAuth")[0];
+    let address = forward["address"].as_str().unwrap();
+    let path = address
+        .split_once("8080")
+        .unwrap()
+        .1
+        .replace("PROJECT_ID", &app.project.project_id);
+    assert_eq!(status_of(path).await, StatusCode::UNAUTHORIZED, "{address}");
+    let mut copied: Vec<String> = forward["authResponseHeaders"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap().to_ascii_lowercase())
+        .collect();
+    copied.sort();
+    let mut ours: Vec<String> = portcullis::domain::USER_HEADERS
+        .iter()
+        .map(|h| h.to_string())
+        .collect();
+    ours.sort();
+    assert_eq!(copied, ours);
+
+    // Istio: the CUSTOM policy names the provider the mesh config defines, on our port.
+    let istio = documents("istio/portcullis-ext-authz.yaml");
+    let provider = istio
+        .iter()
+        .flat_map(|d| all(d, "extensionProviders"))
+        .flat_map(|list| list.as_sequence().unwrap())
+        .next()
+        .expect("an extension provider");
+    assert_eq!(
+        provider["envoyExtAuthzGrpc"]["port"].as_u64(),
+        Some(u64::from(default_port))
+    );
+    let policy = istio
+        .iter()
+        .find(|d| d["kind"].as_str() == Some("AuthorizationPolicy"))
+        .expect("an AuthorizationPolicy");
+    assert_eq!(policy["spec"]["action"].as_str(), Some("CUSTOM"));
+    assert_eq!(policy["spec"]["provider"]["name"], provider["name"]);
+    let jwks_uri = istio
+        .iter()
+        .flat_map(|d| all(d, "jwksUri"))
+        .next()
+        .and_then(|v| v.as_str())
+        .expect("a jwksUri");
+    assert!(jwks_uri.ends_with(jwks_path), "{jwks_uri}");
 }

@@ -1,0 +1,2 @@
+-- Session JWTs of the project carry Hasura's claim (https://hasura.io/jwt/claims).
+ALTER TABLE projects ADD COLUMN hasura_jwt_claims BIGINT NOT NULL DEFAULT 0;
