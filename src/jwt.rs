@@ -377,6 +377,7 @@ mod tests {
             iat: 1,
             exp: 2,
             sid: "s".into(),
+            hasura: None,
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(record.kid.clone());

@@ -183,8 +183,13 @@ mod tests {
         assert_eq!((session.expires_at, session.user.id), (99, 7));
         assert!(session.user.root && !session.user.encrypted);
         assert_eq!(
-            crate::store::SessionUser::column_names()[..3],
-            ["session_id", "session_expires_at", "id"]
+            crate::store::SessionUser::column_names()[..4],
+            [
+                "session_id",
+                "session_expires_at",
+                "session_created_at",
+                "id"
+            ]
         );
     }
 }

@@ -61,6 +61,7 @@ mod tests {
         SessionUser {
             session_id: "s".into(),
             expires_at,
+            created_at: 0,
             user: UserRecord {
                 id: 1,
                 uid: "u".into(),
