@@ -4,6 +4,8 @@
 //! and PORTCULLIS_BENCH_DATABASE_URL change the defaults: 5 s, 64, a temporary SQLite file).
 //! It prints figures; it asserts nothing (CI machines are too noisy for that).
 
+use envoy_types::ext_authz::v3::pb::CheckRequest;
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use portcullis::grpc::pb::AuthorizeRequest;
 use portcullis::grpc::pb::authentication_service_client::AuthenticationServiceClient;
 use portcullis::service::Authenticated;
@@ -31,7 +33,8 @@ async fn main() -> anyhow::Result<()> {
     let mut settings = Settings::for_database(&url);
     settings.mail_outbox = dir.path().join("outbox");
     let app = Application::build(settings).await?;
-    let address = format!("http://{}", app.address());
+    let app_address = app.address();
+    let address = format!("http://{app_address}");
     let auth = app.auth().clone();
     let project = auth.create_project("Bench", None, true, false).await?;
     let Authenticated::Anonymous(session) = auth.authenticate(&project.app_token, "", None).await?
@@ -87,7 +90,79 @@ async fn main() -> anyhow::Result<()> {
         .await;
         println!("    {:.2}x the empty call's throughput", rate / baseline);
     }
+
+    // Envoy's ext_authz Check: the same hot path behind Envoy's request shape.
+    let authz = AuthorizationClient::new(channel.clone());
+    let check = Arc::new(check_request(&session.token, &project.project_id));
+    let rate = run("ext_authz Check (gRPC)", in_flight, duration, move || {
+        let mut client = authz.clone();
+        let request = (*check).clone();
+        async move {
+            client.check(request).await.is_ok_and(|answer| {
+                answer
+                    .into_inner()
+                    .status
+                    .is_some_and(|status| status.code == 0)
+            })
+        }
+    })
+    .await;
+    println!("    {:.2}x the empty call's throughput", rate / baseline);
+
+    // Forward auth over HTTP/1.1 against a trivial route (the JWKS) on the same server.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(in_flight)
+        .build()?;
+    let base = format!("http://{}", app_address);
+    let trivial = {
+        let (http, url) = (http.clone(), format!("{base}/.well-known/jwks.json"));
+        run(
+            "HTTP trivial route (JWKS)",
+            in_flight,
+            duration,
+            move || {
+                let (http, url) = (http.clone(), url.clone());
+                async move { http.get(url).send().await.is_ok_and(|r| r.status() == 200) }
+            },
+        )
+        .await
+    };
+    let url = format!("{base}/auth/forward?project_id={}", project.project_id);
+    let token = session.token.clone();
+    let rate = run("forward auth (HTTP)", in_flight, duration, move || {
+        let (http, url, token) = (http.clone(), url.clone(), token.clone());
+        async move {
+            http.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        }
+    })
+    .await;
+    println!("    {:.2}x the trivial route's throughput", rate / trivial);
     Ok(())
+}
+
+/// A Check as Envoy sends it for a request carrying `token`, on a route bound to `project`.
+fn check_request(token: &str, project: &str) -> CheckRequest {
+    use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    path: "/orders/1".into(),
+                    headers: [("authorization".to_owned(), format!("Bearer {token}"))].into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            context_extensions: [("project_id".to_owned(), project.to_owned())].into(),
+            ..Default::default()
+        }),
+    }
 }
 
 /// Runs `call` with `in_flight` concurrent loops for `duration`; prints and returns calls/s.
