@@ -13,8 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -25,6 +23,7 @@ use crate::domain::{Clock, CodeKey};
 use crate::grpc;
 use crate::http;
 use crate::jwt::JwtKeys;
+use crate::probes::{self, Readiness};
 use crate::server::{self, ConnectionLimits, DeadlineLayer, is_grpc};
 use crate::service::{Auth, CreatedProject};
 use crate::settings::Settings;
@@ -305,13 +304,13 @@ impl Application {
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         // Report real readiness from the first answer on, not the library's default.
-        let healthy = database_works(&self.store, &self.clock).await;
-        set_health(&health_reporter, healthy).await;
-        let health_task = tokio::spawn(watch_database(
+        let readiness = Arc::new(Readiness::new(health_reporter));
+        let healthy = probes::database_works(&self.store, &self.clock).await;
+        readiness.set_database(healthy).await;
+        let health_task = tokio::spawn(probes::watch_database(
             self.store.clone(),
             self.clock.clone(),
-            health_reporter,
-            healthy,
+            readiness.clone(),
             self.settings.health_interval,
             stopped(),
         ));
@@ -364,6 +363,7 @@ impl Application {
 
         let request_id = HeaderName::from_static("x-request-id");
         let app: Router = http::router(self.auth.clone())
+            .merge(probes::routes(readiness.clone()))
             .merge(grpc_routes.into_axum_router())
             .fallback(not_found)
             // Every response carries a request id (the caller's, or a new one), and the
@@ -393,6 +393,7 @@ impl Application {
             max_connections: self.settings.max_connections,
         };
         let deadline = self.settings.shutdown_timeout;
+        let grace = self.settings.shutdown_grace;
         let signalled = Arc::new(std::sync::OnceLock::new());
         let signal_time = signalled.clone();
         server::serve(
@@ -401,6 +402,14 @@ impl Application {
             limits,
             async move {
                 shutdown.await;
+                // Load balancers see not-ready at once and move away while the listener
+                // still serves; only then does it close.
+                readiness.drain().await;
+                tracing::info!(
+                    grace_seconds = grace.as_secs(),
+                    "draining: not ready, still serving"
+                );
+                tokio::time::sleep(grace).await;
                 let _ = signal_time.set(Instant::now());
                 tracing::info!("shutting down: finishing in-flight requests");
             },
@@ -431,62 +440,5 @@ async fn not_found(request: Request<Body>) -> Response {
             .into_http()
     } else {
         http::not_found(request.uri())
-    }
-}
-
-async fn set_health(reporter: &HealthReporter, healthy: bool) {
-    let status = if healthy {
-        ServingStatus::Serving
-    } else {
-        ServingStatus::NotServing
-    };
-    reporter.set_service_status("", status).await;
-    for name in grpc::SERVICE_NAMES {
-        reporter.set_service_status(*name, status).await;
-    }
-}
-
-/// Whether the database answers and takes a write, each within two seconds.
-async fn database_works(store: &Store, clock: &Clock) -> bool {
-    let patience = Duration::from_secs(2);
-    matches!(
-        tokio::time::timeout(patience, store.ping()).await,
-        Ok(Ok(()))
-    ) && match tokio::time::timeout(patience, store.probe_write(clock.now())).await {
-        Ok(Ok(())) => true,
-        Ok(Err(error)) => {
-            tracing::warn!(%error, "the database refuses writes");
-            false
-        }
-        Err(_) => false,
-    }
-}
-
-/// Checks the database every `interval` and reports every service NOT_SERVING while it
-/// does not answer or refuses writes (a full disk), SERVING again once it works.
-async fn watch_database(
-    store: Store,
-    clock: Clock,
-    reporter: HealthReporter,
-    mut healthy: bool,
-    interval: Duration,
-    stopped: impl Future<Output = ()>,
-) {
-    tokio::pin!(stopped);
-    loop {
-        tokio::select! {
-            _ = &mut stopped => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        let now_healthy = database_works(&store, &clock).await;
-        if now_healthy != healthy {
-            if now_healthy {
-                tracing::info!("database reachable again: SERVING");
-            } else {
-                tracing::warn!("database unreachable: NOT_SERVING");
-            }
-            set_health(&reporter, now_healthy).await;
-            healthy = now_healthy;
-        }
     }
 }

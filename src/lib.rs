@@ -5,13 +5,15 @@
 //! - [`settings`]: command line, environment and TOML settings.
 //! - [`app`]: assembly of everything below into one listener; graceful shutdown; health;
 //!   request ids and deadlines.
+//! - [`probes`]: readiness for gRPC health, `/healthz` and `/readyz`, and draining.
 //! - [`server`]: the accept loop, with the limits slow clients meet (header deadline,
 //!   connection cap) and the graceful drain.
 //! - [`grpc`]: the `portcullis.v1` services (authentication, verification, recovery, logs,
-//!   passwords, admin). Thin: decode, call [`service`], encode.
+//!   passwords, admin) and Envoy's ext_authz. Thin: decode, call [`service`], encode.
 //! - [`http`]: the JSON shim (`/api/...` passwordless, `/project/{id}/auth/...` password),
-//!   the hosted pages (magic link, password reset), CORS, JWKS, `/openapi.json`. Equally
-//!   thin; its two error shapes live in `http::errors`.
+//!   the hosted pages (magic link, password reset), forward auth for proxies, OIDC
+//!   discovery and introspection, CORS, JWKS, `/openapi.json`. Equally thin; its two
+//!   error shapes live in `http::errors`.
 //! - [`service`]: the operations both transports call (login by code or link, names,
 //!   anonymous users, recovery, events and logs, password accounts, sessions, projects and
 //!   their settings). Every rule of authentication lives here or in [`domain`].
@@ -32,6 +34,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod jwt;
+pub mod probes;
 pub mod server;
 pub mod service;
 pub mod settings;

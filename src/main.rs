@@ -16,6 +16,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => serve(settings).await,
         Command::Migrate => migrate_command(&settings).await,
         Command::Keys(command) => keys_command(&settings, command).await,
+        Command::Healthcheck { address } => {
+            let address = address.unwrap_or_else(|| local_address(&settings.listen));
+            if healthcheck(&address).await {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
+        }
         Command::Project(ProjectCommand::Settings { project_id, change }) => {
             let auth = offline_auth(&settings).await?;
             let project = auth
@@ -93,6 +101,48 @@ async fn keys_command(settings: &portcullis::Settings, command: KeysCommand) -> 
         }
     }
     Ok(())
+}
+
+/// `portcullis healthcheck`: whether the server at `address` reports SERVING, within 3 s.
+async fn healthcheck(address: &str) -> bool {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    let url = if address.contains("://") {
+        address.to_owned()
+    } else {
+        format!("http://{address}")
+    };
+    let check = async {
+        let channel = tonic::transport::Endpoint::from_shared(url.clone())?
+            .connect()
+            .await?;
+        let answer = HealthClient::new(channel)
+            .check(HealthCheckRequest::default())
+            .await?;
+        anyhow::Ok(answer.into_inner().status == ServingStatus::Serving as i32)
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(3), check).await {
+        Ok(Ok(true)) => true,
+        Ok(Ok(false)) => {
+            eprintln!("{url}: NOT_SERVING");
+            false
+        }
+        Ok(Err(error)) => {
+            eprintln!("{url}: {error}");
+            false
+        }
+        Err(_) => {
+            eprintln!("{url}: no answer within 3 s");
+            false
+        }
+    }
+}
+
+/// The address to reach a server listening on `listen` from this host.
+fn local_address(listen: &str) -> String {
+    listen
+        .replace("0.0.0.0", "127.0.0.1")
+        .replace("[::]", "[::1]")
 }
 
 /// The service core without a server, for commands an operator runs beside it.

@@ -42,11 +42,12 @@ impl Cli {
             &["keys", "rotate"],
             &["keys", "rotate-master"],
             &["keys", "retire"],
+            &["healthcheck"],
         ] {
-            let used: &[&str] = if path[0] == "migrate" {
-                &["config", "database_url", "log_format", "help"]
-            } else {
-                OFFLINE_SETTINGS
+            let used: &[&str] = match path[0] {
+                "migrate" => &["config", "database_url", "log_format", "help"],
+                "healthcheck" => &["config", "listen", "help"],
+                _ => OFFLINE_SETTINGS,
             };
             hide_unused_settings(&mut command, path, used);
         }
@@ -92,6 +93,13 @@ pub enum Command {
     /// Manage the keys JWTs are signed with.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Ask a running server whether it serves (gRPC health); exit 0 if so, 1 if not. For
+    /// a container's HEALTHCHECK.
+    Healthcheck {
+        /// The server to ask [default: the --listen address, 0.0.0.0 read as 127.0.0.1]
+        #[arg(long)]
+        address: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -254,6 +262,10 @@ pub struct SettingsArgs {
     /// Seconds in-flight requests get after SIGTERM; then the process exits anyway [default: 30]
     #[arg(long, env = "PORTCULLIS_SHUTDOWN_TIMEOUT", global = true)]
     pub shutdown_timeout: Option<i64>,
+    /// Seconds the listener keeps serving after SIGTERM while /readyz answers 503 and gRPC
+    /// health NOT_SERVING, so load balancers move away first [default: 5]
+    #[arg(long, env = "PORTCULLIS_SHUTDOWN_GRACE", global = true)]
+    pub shutdown_grace: Option<i64>,
     /// PostgreSQL: milliseconds one statement may run before the server cancels it [default: 10000]
     #[arg(long, env = "PORTCULLIS_DATABASE_STATEMENT_TIMEOUT_MS", global = true)]
     pub database_statement_timeout_ms: Option<i64>,
@@ -300,6 +312,7 @@ pub struct Settings {
     pub max_connections: usize,
     pub request_timeout: Duration,
     pub shutdown_timeout: Duration,
+    pub shutdown_grace: Duration,
     pub database: DatabaseTimeouts,
     /// Leases and concurrency of the outbox worker (defaults; tests shorten the lease).
     pub delivery: WorkerConfig,
@@ -440,6 +453,13 @@ impl SettingsArgs {
                 self.shutdown_timeout.or(file.shutdown_timeout),
                 30,
             )?,
+            shutdown_grace: match self.shutdown_grace.or(file.shutdown_grace) {
+                Some(grace @ 0..=300) => Duration::from_secs(grace as u64),
+                Some(other) => {
+                    anyhow::bail!("shutdown grace must be 0 to 300 seconds, not {other}")
+                }
+                None => Duration::from_secs(5),
+            },
             delivery: WorkerConfig::default(),
             database: DatabaseTimeouts {
                 statement: millis(

@@ -8,6 +8,8 @@ fn portcullis() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
     command
         .env_remove("PORTCULLIS_DATABASE_URL")
+        // The drain before exit is tested in `probes`; here it would only add seconds.
+        .env("PORTCULLIS_SHUTDOWN_GRACE", "0")
         .env("RUST_LOG", "info");
     command
 }
@@ -490,4 +492,44 @@ fn each_commands_help_lists_the_settings_it_uses_and_not_the_servers() {
     let url = format!("sqlite://{}", database.path().join("p.db").display());
     let (ok, _, stderr) = run_on(&url, &["migrate", "--listen", "127.0.0.1:0"]);
     assert!(ok, "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_exits_0_for_a_serving_server_and_1_otherwise() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let address = app.address.clone();
+    let ok = tokio::task::spawn_blocking(move || {
+        portcullis()
+            .args(["healthcheck", "--address", &address])
+            .status()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(ok.success(), "{ok:?}");
+    // Without --address: the --listen address, with 0.0.0.0 read as loopback.
+    let listen = format!("0.0.0.0:{}", app.port);
+    let from_listen = tokio::task::spawn_blocking(move || {
+        portcullis()
+            .args(["healthcheck", "--listen", &listen])
+            .status()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(from_listen.success(), "{from_listen:?}");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let output = portcullis()
+        .args([
+            "healthcheck",
+            "--address",
+            &format!("127.0.0.1:{}", closed.port()),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(!output.stderr.is_empty(), "it says why");
 }

@@ -289,6 +289,8 @@ pub const TEST_MASTER_KEY: &str = "dGVzdHMgb25seTogMzIgYnl0ZXMgb2Yga2V5IG1hdGU="
 /// Default settings for a test app on `database_url`.
 pub fn settings_for(database_url: &str) -> Settings {
     let mut settings = Settings::for_database(database_url);
+    // Tests stop servers often; the drain before closing is tested on its own.
+    settings.shutdown_grace = Duration::ZERO;
     if database_url.starts_with("postgres") {
         settings.master_key = Some(TEST_MASTER_KEY.to_owned().into());
     }
@@ -363,6 +365,20 @@ pub async fn spawn_app_on(
 }
 
 impl TestApp {
+    /// Tells the server to shut down, as SIGTERM does, without waiting.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Whether the server task has ended.
+    pub fn has_stopped(&self) -> bool {
+        self.server
+            .as_ref()
+            .is_none_or(|server| server.is_finished())
+    }
+
     /// Asks the server to shut down (as SIGTERM does) and waits until it has.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
         if let Some(tx) = self.shutdown.take() {
@@ -727,6 +743,22 @@ pub async fn wait_for<T>(mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(value) = check() {
+            return Some(value);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// [`wait_for`] with an async check.
+pub async fn wait_for_async<T, F: std::future::Future<Output = Option<T>>>(
+    mut check: impl FnMut() -> F,
+) -> Option<T> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = check().await {
             return Some(value);
         }
         if Instant::now() > deadline {

@@ -20,6 +20,7 @@ mod magic_link;
 mod mesh;
 mod password;
 mod password_browser;
+mod probes;
 mod recovery;
 mod resilience;
 mod schema;
