@@ -383,9 +383,12 @@ impl Application {
             );
 
         // Around everything above, so whatever runs too long is cut off and answered.
-        let app = app.layer(DeadlineLayer {
-            timeout: self.settings.request_timeout,
-        });
+        let app = app
+            .layer(DeadlineLayer {
+                timeout: self.settings.request_timeout,
+            })
+            // Outermost: requests cut off by the deadline get their log line too.
+            .layer(axum::middleware::from_fn(crate::observe::log_request));
 
         tracing::info!(address = %self.address, "serving gRPC and HTTP");
         let limits = ConnectionLimits {

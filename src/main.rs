@@ -78,6 +78,7 @@ async fn keys_command(settings: &portcullis::Settings, command: KeysCommand) -> 
         KeysCommand::List => println!("{}", offline_auth(settings).await?.keys().describe(now)),
         KeysCommand::Rotate => {
             let kid = offline_auth(settings).await?.keys().rotate(now).await?;
+            portcullis::security_event!("key_rotated", kid = %kid);
             println!(
                 "{}",
                 serde_json::json!({ "kid": kid, "signs_from": now + portcullis::jwt::KEY_PUBLISH_SECONDS })
@@ -85,7 +86,10 @@ async fn keys_command(settings: &portcullis::Settings, command: KeysCommand) -> 
         }
         KeysCommand::Retire { kid } => {
             match offline_auth(settings).await?.keys().retire(&kid, now).await {
-                Ok(true) => println!("{}", serde_json::json!({ "retired": kid })),
+                Ok(true) => {
+                    portcullis::security_event!("key_retired", kid = %kid);
+                    println!("{}", serde_json::json!({ "retired": kid }))
+                }
                 Ok(false) => anyhow::bail!("no live signing key has the kid {kid:?}"),
                 Err(reason) => anyhow::bail!("{reason}"),
             }
@@ -97,6 +101,7 @@ async fn keys_command(settings: &portcullis::Settings, command: KeysCommand) -> 
             let new = portcullis::domain::MasterKey::from_base64(&text)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", new_key_file.display()))?;
             let count = store.rotate_master_key(new).await?;
+            portcullis::security_event!("master_key_rotated", resealed = count);
             println!("{}", serde_json::json!({ "resealed": count }));
         }
     }

@@ -230,6 +230,9 @@ impl Auth {
             "for this account",
             ", or reset the password with ForgotPassword",
         ) {
+            if account.failures >= policy.password_failures_per_account {
+                crate::security_event!("lockout", scope = "account");
+            }
             return Err(refusal);
         }
         if let Some(address) = &keys.address {
@@ -240,6 +243,9 @@ impl Auth {
             if let Some(refusal) =
                 over_limit(count, limit, now, window, "from this network address", "")
             {
+                if count.failures >= limit {
+                    crate::security_event!("lockout", scope = "address");
+                }
                 return Err(refusal);
             }
         }

@@ -247,6 +247,13 @@ impl Auth {
             self.record_code_failure(&mut tx, &request.name, now)
                 .await?;
             tx.commit().await?;
+            crate::security_event!(
+                "login_failed",
+                method = "code",
+                project_id = %request.project_id,
+                user_id = request.user_id,
+                attempts_left = request.attempts_left
+            );
             return Err(if request.attempts_left > 0 {
                 Error::unauthenticated(format!(
                     "wrong code; {} attempt(s) left",

@@ -172,10 +172,13 @@ impl Auth {
         if id.len() > 64 {
             return Err(Error::invalid("project_id", "is longer than 64 characters"));
         }
-        self.store()
+        let project = self
+            .store()
             .project_by_id(id)
             .await?
-            .ok_or_else(|| Error::NotFound("no project has this project_id".into()))
+            .ok_or_else(|| Error::NotFound("no project has this project_id".into()))?;
+        crate::observe::note_project(&project.id);
+        Ok(project)
     }
 
     async fn project_for_admin_token(&self, admin_token: &str) -> Result<ProjectRecord> {
@@ -183,10 +186,13 @@ impl Auth {
         if TokenKind::of(token) != Some(TokenKind::Admin) {
             return Err(Error::unauthenticated("unknown admin token"));
         }
-        self.store()
+        let project = self
+            .store()
             .project_by_admin_token_hash(TokenHash::of(token).as_bytes())
             .await?
-            .ok_or_else(|| Error::unauthenticated("unknown admin token"))
+            .ok_or_else(|| Error::unauthenticated("unknown admin token"))?;
+        crate::observe::note_project(&project.id);
+        Ok(project)
     }
 
     async fn project_for_app_token(&self, app_token: &str) -> Result<ProjectRecord> {
@@ -194,10 +200,13 @@ impl Auth {
         if TokenKind::of(token) != Some(TokenKind::App) {
             return Err(Error::unauthenticated("unknown app token"));
         }
-        self.store()
+        let project = self
+            .store()
             .project_by_app_token(token)
             .await?
-            .ok_or_else(|| Error::unauthenticated("unknown app token"))
+            .ok_or_else(|| Error::unauthenticated("unknown app token"))?;
+        crate::observe::note_project(&project.id);
+        Ok(project)
     }
 }
 

@@ -194,6 +194,7 @@ impl Auth {
             .await?;
         let (Verdict::Match { rehash }, Some(account), Some(stored)) = (verdict, account, stored)
         else {
+            crate::security_event!("login_failed", method = "password", project_id = %project.id);
             return Err(wrong_email_or_password());
         };
         let upgraded = if rehash {
@@ -291,6 +292,12 @@ impl Auth {
             .delete_sessions_of_user(user.id, Some(&session.session_id))
             .await?;
         tx.commit().await?;
+        crate::security_event!(
+            "password_changed",
+            project_id = %project.id,
+            user_id = user.id,
+            sessions_revoked = revoked
+        );
         Ok(revoked)
     }
 
@@ -500,6 +507,7 @@ impl Auth {
         tx.clear_password_failures(&AttemptKeys::new(&project.id, &email, None).account)
             .await?;
         tx.commit().await?;
+        crate::security_event!("password_reset", project_id = %project.id, user_id = user_id);
         Ok(project.name)
     }
 

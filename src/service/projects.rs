@@ -444,6 +444,7 @@ impl Auth {
         let mut tx = self.store().begin().await?;
         tx.update_project(&project).await?;
         tx.commit().await?;
+        crate::security_event!("settings_changed", project_id = %project.id);
         Ok(ProjectSettings::from(&project))
     }
 }

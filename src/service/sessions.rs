@@ -94,6 +94,7 @@ impl Auth {
             .keys()
             .sign(&claims)
             .map_err(|e| Error::Internal(e.into()))?;
+        crate::security_event!("login_ok", project_id = %project.id, user_id = user.id);
         Ok(IssuedSession {
             token: token.into_string(),
             jwt,
@@ -108,15 +109,18 @@ impl Auth {
     /// The hot path: who does this token (USER_TOKEN or JWT) belong to? Never writes.
     pub async fn authorize(&self, token: &str) -> Result<Authorization> {
         Ok(match self.live_session(token, Lookup::Cached).await? {
-            Some((session, expires_at)) => Authorization::User {
-                id: session.user.id,
-                uid: session.user.uid,
-                name: session.user.name,
-                root: session.user.root,
-                project_id: session.user.project_id,
-                expires_at,
-                issued_at: session.created_at,
-            },
+            Some((session, expires_at)) => {
+                crate::observe::note_project(&session.user.project_id);
+                Authorization::User {
+                    id: session.user.id,
+                    uid: session.user.uid,
+                    name: session.user.name,
+                    root: session.user.root,
+                    project_id: session.user.project_id,
+                    expires_at,
+                    issued_at: session.created_at,
+                }
+            }
             None => Authorization::Public,
         })
     }
@@ -153,6 +157,11 @@ impl Auth {
     pub async fn logout(&self, token: &str) -> Result<()> {
         let session = self.require_session(token).await?;
         self.store().delete_session(&session.session_id).await?;
+        crate::security_event!(
+            "session_revoked",
+            project_id = %session.user.project_id,
+            user_id = session.user.id
+        );
         Ok(())
     }
 

@@ -76,6 +76,7 @@ impl Auth {
             return Err(Error::NotFound("the user no longer exists".into()));
         }
         tx.commit().await?;
+        crate::security_event!("user_deleted", project_id = %user.project_id, user_id = user.id);
         Ok(())
     }
 

@@ -533,3 +533,165 @@ async fn healthcheck_exits_0_for_a_serving_server_and_1_otherwise() {
     assert_eq!(output.status.code(), Some(1));
     assert!(!output.stderr.is_empty(), "it says why");
 }
+
+/// What an operator reads at the default level: one line per request, one per security
+/// event, and never a token, code or password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_have_a_line_per_request_and_per_security_event_and_no_secrets() {
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("logs.db").display());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let outbox = dir.path().join("outbox");
+    let mut child = portcullis()
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--database-url",
+            &url,
+        ])
+        .args(["--log-format", "json"])
+        .env("PORTCULLIS_MAIL_OUTBOX", &outbox)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let lines = lines.clone();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        })
+    };
+    // The first start prints the project on stdout.
+    let mut project = std::collections::HashMap::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some((key, value)) = line.trim().split_once(": ") {
+            project.insert(key.trim().to_owned(), value.trim().to_owned());
+        }
+        if line.contains("admin_token:") {
+            break;
+        }
+    }
+    let (project_id, app_token, admin_token) = (
+        project["project_id"].clone(),
+        project["app_token"].clone(),
+        project["admin_token"].clone(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let started: serde_json::Value = http
+        .get(format!(
+            "{base}/api/authenticate?name=ada%40example.com&token={app_token}"
+        ))
+        .header("x-request-id", "req-from-the-caller")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let code_token = started["codeToken"].as_str().unwrap().to_owned();
+    let code = wait_for(|| {
+        read_outbox(&outbox, "ada@example.com")
+            .first()
+            .and_then(|mail| code_in(mail))
+    })
+    .await
+    .expect("the code mail");
+    let confirmed: serde_json::Value = http
+        .get(format!(
+            "{base}/api/verify/confirm?code={code}&token={code_token}"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let user_token = confirmed["token"].as_str().unwrap().to_owned();
+    let password = "a password that is wrong";
+    let refused = http
+        .post(format!("{base}/project/{project_id}/auth/login"))
+        .json(&serde_json::json!({ "username": "ada@example.com", "password": password }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let channel = tonic::transport::Channel::from_shared(base.clone())
+        .unwrap()
+        .connect_lazy();
+    let who =
+        portcullis::grpc::pb::authentication_service_client::AuthenticationServiceClient::new(
+            channel,
+        )
+        .authorize(portcullis::grpc::pb::AuthorizeRequest {
+            token: user_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(who.get_ref().role(), Role::User);
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    reader.join().unwrap();
+    let lines = lines.lock().unwrap().clone();
+    let all = lines.join("\n");
+    for secret in [
+        app_token.as_str(),
+        admin_token.as_str(),
+        code_token.as_str(),
+        user_token.as_str(),
+        code.as_str(),
+        password,
+    ] {
+        assert!(!all.contains(secret), "a secret in the logs: {secret:.12}…");
+    }
+    let events: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let find = |what: &dyn Fn(&serde_json::Value) -> bool| events.iter().find(|e| what(e)).cloned();
+    let authenticate =
+        find(&|e| e["target"] == "request" && e["fields"]["route"] == "/api/authenticate")
+            .unwrap_or_else(|| panic!("a line for /api/authenticate in {all}"));
+    let fields = &authenticate["fields"];
+    assert_eq!(fields["transport"], "http");
+    assert_eq!(fields["status"], 200);
+    assert_eq!(fields["request_id"], "req-from-the-caller");
+    assert_eq!(fields["project_id"], project_id.as_str());
+    assert_eq!(fields["client"], "127.0.0.1");
+    assert!(fields["latency_ms"].is_string() || fields["latency_ms"].is_number());
+    let grpc = find(&|e| {
+        e["target"] == "request"
+            && e["fields"]["rpc"] == "portcullis.v1.AuthenticationService/Authorize"
+    })
+    .unwrap_or_else(|| panic!("a line for Authorize in {all}"));
+    assert_eq!(grpc["fields"]["status"], "Ok");
+    assert_eq!(grpc["fields"]["project_id"], project_id.as_str());
+    assert!(
+        !grpc["fields"]["request_id"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty()
+    );
+    for event in ["login_ok", "login_failed"] {
+        let line = find(&|e| e["target"] == "security" && e["fields"]["event"] == event)
+            .unwrap_or_else(|| panic!("no {event} event in {all}"));
+        assert_eq!(line["fields"]["project_id"], project_id.as_str(), "{line}");
+    }
+}

@@ -1,0 +1,107 @@
+//! What operators read: one log line per request at INFO (transport, RPC or route,
+//! status, latency, request id, project id, client address) and one per security event
+//! (target `security`). Never a token, code or password: only ids and outcomes.
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Instant;
+
+tokio::task_local! {
+    /// What the operations of the request being served noted about it.
+    static NOTES: Mutex<Option<String>>;
+}
+
+/// Notes the project the current request acts for, for its log line. Outside a request
+/// (a background task, the command line) it does nothing.
+pub fn note_project(project_id: &str) {
+    let _ = NOTES.try_with(|notes| {
+        if let Ok(mut notes) = notes.lock() {
+            notes.get_or_insert_with(|| project_id.to_owned());
+        }
+    });
+}
+
+/// Logs each request once it is answered.
+pub async fn log_request(request: Request<Body>, next: Next) -> Response {
+    let started = Instant::now();
+    let grpc = crate::server::is_grpc(&request);
+    let path = request.uri().path().to_owned();
+    let method = request.method().clone();
+    let caller_request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip().to_string())
+        .unwrap_or_default();
+    let (response, project) = NOTES
+        .scope(Mutex::new(None), async move {
+            let response = next.run(request).await;
+            let project = NOTES.with(|notes| notes.lock().ok().and_then(|n| n.clone()));
+            (response, project)
+        })
+        .await;
+    let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+    // The caller's id, or the one the service gave the request (on the response).
+    let request_id = caller_request_id
+        .or_else(|| {
+            response
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    let project = project.unwrap_or_default();
+    if grpc {
+        // Errors are trailers-only answers: their status is in the headers.
+        let code = response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i32>().ok())
+            .unwrap_or(0);
+        let code = format!("{:?}", tonic::Code::from_i32(code));
+        tracing::info!(
+            target: "request",
+            transport = "grpc",
+            rpc = %path.trim_start_matches('/'),
+            status = %code,
+            latency_ms = format_args!("{latency_ms:.2}"),
+            request_id = %request_id,
+            project_id = %project,
+            client = %client,
+            "request"
+        );
+    } else {
+        tracing::info!(
+            target: "request",
+            transport = "http",
+            method = %method,
+            route = %path,
+            status = response.status().as_u16(),
+            latency_ms = format_args!("{latency_ms:.2}"),
+            request_id = %request_id,
+            project_id = %project,
+            client = %client,
+            "request"
+        );
+    }
+    response
+}
+
+/// A security event, as one log line with target `security`.
+#[macro_export]
+macro_rules! security_event {
+    ($event:literal $(, $($field:tt)*)?) => {
+        tracing::info!(target: "security", event = $event $(, $($field)*)?, "security event")
+    };
+}
