@@ -31,6 +31,8 @@ use crate::store::{DatabaseTimeouts, KeyAdoption, Store, StoreError};
 
 pub struct Application {
     listener: TcpListener,
+    /// `--metrics-listen`: `/metrics` there only, not on the main listener.
+    metrics_listener: Option<TcpListener>,
     address: SocketAddr,
     settings: Settings,
     store: Store,
@@ -223,6 +225,15 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
         let address = listener.local_addr()?;
+        let metrics_listener = match &settings.metrics_listen {
+            Some(metrics) => Some(
+                TcpListener::bind(metrics)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {metrics} for metrics: {e}"))?,
+            ),
+            None => None,
+        };
+        crate::metrics::handle();
         let clock = Clock::default();
         let store = open_store(&settings)
             .await?
@@ -251,6 +262,7 @@ impl Application {
 
         Ok(Application {
             listener,
+            metrics_listener,
             address,
             settings,
             store,
@@ -268,6 +280,13 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.address.port()
+    }
+
+    /// Where `/metrics` is served apart from the main listener, if it is.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     /// The service clock; tests move it forward to exercise expiry.
@@ -291,7 +310,7 @@ impl Application {
     /// Serves until `shutdown` resolves; then stops accepting, lets in-flight calls finish,
     /// stops the background tasks and closes the database.
     pub async fn run_until(
-        self,
+        mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -362,9 +381,24 @@ impl Application {
             .add_service(reflection_v1alpha);
 
         let request_id = HeaderName::from_static("x-request-id");
-        let app: Router = http::router(self.auth.clone())
+        let metrics_server = self.metrics_listener.take().map(|listener| {
+            let stopped = stopped();
+            let routes = http::metrics_routes(self.auth.clone());
+            tokio::spawn(async move {
+                let served = axum::serve(listener, routes).with_graceful_shutdown(stopped);
+                if let Err(error) = served.await {
+                    tracing::warn!(%error, "the metrics listener stopped");
+                }
+            })
+        });
+        let mut app: Router = http::router(self.auth.clone())
             .merge(probes::routes(readiness.clone()))
-            .merge(grpc_routes.into_axum_router())
+            .merge(grpc_routes.into_axum_router());
+        if metrics_server.is_none() {
+            app = app.merge(http::metrics_routes(self.auth.clone()));
+        }
+        let app = app
+            .route_layer(axum::middleware::from_fn(crate::observe::tag_route))
             .fallback(not_found)
             // Every response carries a request id (the caller's, or a new one), and the
             // request's log lines are in a span that names it.
@@ -427,6 +461,9 @@ impl Application {
         // not keep the process alive past the shutdown timeout.
         let stopped = async {
             let _ = tokio::join!(health_task, worker, revocations, key_refresh);
+            if let Some(metrics_server) = metrics_server {
+                let _ = metrics_server.await;
+            }
             self.store.close().await;
         };
         if tokio::time::timeout(left, stopped).await.is_err() {

@@ -5,7 +5,7 @@
 //! - [`settings`]: command line, environment and TOML settings.
 //! - [`app`]: assembly of everything below into one listener; graceful shutdown; health;
 //!   request ids and deadlines.
-//! - [`observe`]: the request log line and security events.
+//! - [`observe`]: the request log line and security events; [`metrics`]: Prometheus.
 //! - [`probes`]: readiness for gRPC health, `/healthz` and `/readyz`, and draining.
 //! - [`server`]: the accept loop, with the limits slow clients meet (header deadline,
 //!   connection cap) and the graceful drain.
@@ -35,6 +35,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod jwt;
+pub mod metrics;
 pub mod observe;
 pub mod probes;
 pub mod server;

@@ -26,6 +26,40 @@ pub fn note_project(project_id: &str) {
     });
 }
 
+/// The route template a request matched (`/project/{project_id}/auth/login`), put on the
+/// response by [`tag_route`] for the metrics: paths themselves are unbounded.
+#[derive(Clone, Debug)]
+pub struct RouteLabel(pub String);
+
+/// Inside the router (as a route layer): remembers which route matched.
+pub async fn tag_route(
+    matched: Option<axum::extract::MatchedPath>,
+    request: Request<Body>,
+    next: Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    if let Some(matched) = matched {
+        response
+            .extensions_mut()
+            .insert(RouteLabel(matched.as_str().to_owned()));
+    }
+    response
+}
+
+/// `(service, method)` of a gRPC path, for the services this server has; unknown paths
+/// (anyone can send any) are one "unknown" label.
+fn rpc_labels(path: &str) -> (&str, &str) {
+    let known = |service: &str| {
+        crate::grpc::SERVICE_NAMES.contains(&service)
+            || service == "grpc.health.v1.Health"
+            || service.starts_with("grpc.reflection.")
+    };
+    match path.trim_start_matches('/').split_once('/') {
+        Some((service, method)) if known(service) && !method.contains('/') => (service, method),
+        _ => ("unknown", "unknown"),
+    }
+}
+
 /// Logs each request once it is answered.
 pub async fn log_request(request: Request<Body>, next: Next) -> Response {
     let started = Instant::now();
@@ -70,6 +104,8 @@ pub async fn log_request(request: Request<Body>, next: Next) -> Response {
             .and_then(|v| v.parse::<i32>().ok())
             .unwrap_or(0);
         let code = format!("{:?}", tonic::Code::from_i32(code));
+        let (service, method) = rpc_labels(&path);
+        crate::metrics::rpc_handled(service, method, &code, started.elapsed());
         tracing::info!(
             target: "request",
             transport = "grpc",
@@ -82,6 +118,16 @@ pub async fn log_request(request: Request<Body>, next: Next) -> Response {
             "request"
         );
     } else {
+        let route = response
+            .extensions()
+            .get::<RouteLabel>()
+            .map_or("unmatched", |label| label.0.as_str());
+        crate::metrics::http_handled(
+            route,
+            method.as_str(),
+            response.status().as_u16(),
+            started.elapsed(),
+        );
         tracing::info!(
             target: "request",
             transport = "http",

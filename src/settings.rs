@@ -262,6 +262,9 @@ pub struct SettingsArgs {
     /// Seconds in-flight requests get after SIGTERM; then the process exits anyway [default: 30]
     #[arg(long, env = "PORTCULLIS_SHUTDOWN_TIMEOUT", global = true)]
     pub shutdown_timeout: Option<i64>,
+    /// Serve /metrics on this address (e.g. 0.0.0.0:9090) instead of the main listener
+    #[arg(long, env = "PORTCULLIS_METRICS_LISTEN", global = true)]
+    pub metrics_listen: Option<String>,
     /// Seconds the listener keeps serving after SIGTERM while /readyz answers 503 and gRPC
     /// health NOT_SERVING, so load balancers move away first [default: 5]
     #[arg(long, env = "PORTCULLIS_SHUTDOWN_GRACE", global = true)]
@@ -313,6 +316,7 @@ pub struct Settings {
     pub request_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub shutdown_grace: Duration,
+    pub metrics_listen: Option<String>,
     pub database: DatabaseTimeouts,
     /// Leases and concurrency of the outbox worker (defaults; tests shorten the lease).
     pub delivery: WorkerConfig,
@@ -453,6 +457,7 @@ impl SettingsArgs {
                 self.shutdown_timeout.or(file.shutdown_timeout),
                 30,
             )?,
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
             shutdown_grace: match self.shutdown_grace.or(file.shutdown_grace) {
                 Some(grace @ 0..=300) => Duration::from_secs(grace as u64),
                 Some(other) => {

@@ -265,6 +265,15 @@ async fn send_leased(
             return;
         }
     };
+    let channel = message.channel.as_str();
+    match &outcome {
+        Ok(()) => {
+            crate::metrics::count_labelled("portcullis_messages_sent_total", "channel", channel)
+        }
+        Err(_) => {
+            crate::metrics::count_labelled("portcullis_messages_failed_total", "channel", channel)
+        }
+    }
     let recorded = match outcome {
         Ok(()) => match store
             .mark_message_sent(message.id, &owner, clock.now())

@@ -216,6 +216,25 @@ pub enum HashingError {
 #[derive(Clone)]
 pub struct PasswordHasher {
     permits: Arc<Semaphore>,
+    concurrency: usize,
+    /// Checks waiting for a free slot, for the metrics.
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One check waiting for a hashing slot, for as long as it lives.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Waiting<'a> {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// How long a password check may wait for a free slot before the caller is told to retry.
@@ -225,6 +244,8 @@ impl PasswordHasher {
     pub fn new(concurrency: usize) -> PasswordHasher {
         PasswordHasher {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            concurrency: concurrency.max(1),
+            waiting: Arc::default(),
         }
     }
 
@@ -258,12 +279,23 @@ impl PasswordHasher {
             .await
     }
 
+    /// (hashes running, checks waiting for a slot).
+    pub fn load(&self) -> (usize, usize) {
+        let running = self.concurrency - self.permits.available_permits().min(self.concurrency);
+        let waiting = self.waiting.load(std::sync::atomic::Ordering::Relaxed);
+        (running, waiting)
+    }
+
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> Result<T, HashingError> + Send + 'static,
     ) -> Result<T, HashingError> {
-        let permit = tokio::time::timeout(QUEUE_TIMEOUT, self.permits.clone().acquire_owned())
-            .await
+        let acquired = {
+            // Counted while waiting, also when the caller gives up mid-wait.
+            let _waiting = Waiting::new(&self.waiting);
+            tokio::time::timeout(QUEUE_TIMEOUT, self.permits.clone().acquire_owned()).await
+        };
+        let permit = acquired
             .map_err(|_| HashingError::Busy)?
             .map_err(|_| HashingError::Busy)?;
         tokio::task::spawn_blocking(move || {

@@ -45,6 +45,23 @@ pub fn router(auth: Auth) -> Router {
         .with_state(auth)
 }
 
+/// `GET /metrics` (Prometheus text format).
+pub fn metrics_routes(auth: Auth) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(auth)
+}
+
+async fn metrics(State(auth): State<Auth>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        crate::metrics::render(&auth).await,
+    )
+}
+
 /// Public keys for verifying issued JWTs locally; cacheable for a few minutes.
 async fn jwks(State(auth): State<Auth>) -> impl IntoResponse {
     (

@@ -231,6 +231,7 @@ impl Auth {
             ", or reset the password with ForgotPassword",
         ) {
             if account.failures >= policy.password_failures_per_account {
+                crate::metrics::count_labelled("portcullis_lockouts_total", "scope", "account");
                 crate::security_event!("lockout", scope = "account");
             }
             return Err(refusal);
@@ -244,6 +245,7 @@ impl Auth {
                 over_limit(count, limit, now, window, "from this network address", "")
             {
                 if count.failures >= limit {
+                    crate::metrics::count_labelled("portcullis_lockouts_total", "scope", "address");
                     crate::security_event!("lockout", scope = "address");
                 }
                 return Err(refusal);

@@ -247,6 +247,7 @@ impl Auth {
             self.record_code_failure(&mut tx, &request.name, now)
                 .await?;
             tx.commit().await?;
+            crate::metrics::count("portcullis_code_logins_failed_total");
             crate::security_event!(
                 "login_failed",
                 method = "code",
@@ -359,7 +360,9 @@ impl Auth {
         } else if tx.prove_mailbox(user.id, now).await? {
             self.mail_removed_password(tx, &project, &user, now).await?;
         }
-        self.open_session(tx, &project, &user, now).await
+        let session = self.open_session(tx, &project, &user, now).await?;
+        crate::metrics::count("portcullis_code_logins_confirmed_total");
+        Ok(session)
     }
 
     /// Creates the login request and queues the mail (or text) with its code and link.
@@ -389,6 +392,7 @@ impl Auth {
             created_at: now,
         })
         .await?;
+        crate::metrics::count("portcullis_code_logins_started_total");
         let paused = self.codes_paused(tx, name.as_str(), now).await?;
         tx.enqueue_message(&self.code_message(project, name, &code, &link, paused, now))
             .await?;

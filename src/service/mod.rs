@@ -34,6 +34,18 @@ pub use recovery::{Recovered, RecoveryOutcome};
 pub use sessions::{Authorization, IssuedSession, UserInfo};
 pub use users::{ImportRow, ImportedRow, MAX_IMPORT_BATCH};
 
+/// How loaded the process is.
+#[derive(Debug, Clone, Copy)]
+pub struct Load {
+    /// (messages not delivered yet, age in seconds of the oldest); `None`: unknown (the
+    /// database did not answer).
+    pub outbox: Option<(i64, i64)>,
+    pub hashing_running: usize,
+    pub hashing_waiting: usize,
+    pub pool_size: u32,
+    pub pool_idle: usize,
+}
+
 /// Tunables of the authentication rules, from the settings.
 #[derive(Clone, Debug)]
 pub struct Policy {
@@ -142,6 +154,29 @@ impl Auth {
 
     fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// How loaded this process is, for the metrics.
+    pub async fn load(&self) -> Load {
+        let now = self.now();
+        let (hashing_running, hashing_waiting) = self.inner.hasher.load();
+        let (pool_size, pool_idle) = self.store().pool_load();
+        let outbox = match self.store().outbox_backlog().await {
+            Ok((depth, oldest)) => {
+                Some((depth, oldest.map_or(0, |created| (now - created).max(0))))
+            }
+            Err(error) => {
+                tracing::debug!(%error, "outbox backlog unknown");
+                None
+            }
+        };
+        Load {
+            outbox,
+            hashing_running,
+            hashing_waiting,
+            pool_size,
+            pool_idle,
+        }
     }
 
     fn now(&self) -> i64 {

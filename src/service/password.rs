@@ -194,6 +194,7 @@ impl Auth {
             .await?;
         let (Verdict::Match { rehash }, Some(account), Some(stored)) = (verdict, account, stored)
         else {
+            crate::metrics::count_labelled("portcullis_password_logins_total", "outcome", "failed");
             crate::security_event!("login_failed", method = "password", project_id = %project.id);
             return Err(wrong_email_or_password());
         };
@@ -223,6 +224,7 @@ impl Auth {
             .open_session(&mut tx, &project, &account.user, now)
             .await?;
         tx.commit().await?;
+        crate::metrics::count_labelled("portcullis_password_logins_total", "outcome", "ok");
         Ok(session)
     }
 

@@ -279,6 +279,11 @@ impl Store {
             .collect()
     }
 
+    /// (connections open, connections idle) in the pool.
+    pub fn pool_load(&self) -> (u32, usize) {
+        (self.pool.size(), self.pool.num_idle())
+    }
+
     /// A cheap round trip, for health checks.
     pub async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

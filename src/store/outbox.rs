@@ -5,6 +5,16 @@ use sqlx::Row;
 use super::*;
 
 impl Store {
+    /// (messages not delivered yet, creation time of the oldest).
+    pub async fn outbox_backlog(&self) -> StoreResult<(i64, Option<i64>)> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE sent_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get("n")?, row.try_get("oldest")?))
+    }
+
     /// Messages due for delivery, leased to `owner` for `lease_seconds` so another worker
     /// does not send them at the same time (the owner renews the lease while sending).
     pub async fn lease_due_messages(

@@ -53,7 +53,13 @@ impl Store {
     /// A live session from the hot-path cache, by the hash of the token (opaque or JWT)
     /// that was presented for it.
     pub fn cached_session(&self, token_hash: &[u8; 32], now: i64) -> Option<SessionUser> {
-        self.sessions.get(token_hash, now)
+        let cached = self.sessions.get(token_hash, now);
+        crate::metrics::count(if cached.is_some() {
+            "portcullis_session_cache_hits_total"
+        } else {
+            "portcullis_session_cache_misses_total"
+        });
+        cached
     }
 
     /// Remembers what a token resolved to. For a JWT, `session.expires_at` must already be

@@ -254,6 +254,8 @@ impl Drop for TestDatabase {
 pub struct TestApp {
     pub address: String,
     pub port: u16,
+    /// Set with `--metrics-listen`.
+    pub metrics_address: Option<std::net::SocketAddr>,
     pub clock: Clock,
     pub project: CreatedProject,
     pub outbox: PathBuf,
@@ -314,6 +316,7 @@ pub async fn spawn_app_on(
         .await
         .expect("build the application");
     let port = app.port();
+    let metrics_address = app.metrics_address();
     let clock = app.clock();
     let auth = app.auth().clone();
     let project = match app.default_project() {
@@ -343,6 +346,7 @@ pub async fn spawn_app_on(
     TestApp {
         address,
         port,
+        metrics_address,
         clock,
         project,
         outbox: outbox_dir.path().to_path_buf(),

@@ -18,6 +18,7 @@ mod login_refusals;
 mod logs;
 mod magic_link;
 mod mesh;
+mod metrics;
 mod password;
 mod password_browser;
 mod probes;
