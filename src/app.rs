@@ -27,7 +27,7 @@ use crate::probes::{self, Readiness};
 use crate::server::{self, ConnectionLimits, DeadlineLayer, is_grpc};
 use crate::service::{Auth, CreatedProject};
 use crate::settings::Settings;
-use crate::store::{DatabaseTimeouts, KeyAdoption, Store, StoreError};
+use crate::store::{DatabaseOptions, KeyAdoption, Store, StoreError};
 
 pub struct Application {
     listener: TcpListener,
@@ -170,7 +170,7 @@ fn write_private_file(path: &std::path::Path, text: &str) -> std::io::Result<()>
 }
 
 /// Opens the database and applies migrations (see [`migrate`]).
-async fn migrated_store(database_url: &str, timeouts: &DatabaseTimeouts) -> anyhow::Result<Store> {
+async fn migrated_store(database_url: &str, timeouts: &DatabaseOptions) -> anyhow::Result<Store> {
     let store = Store::connect_with(database_url, timeouts)?;
     migrate(&store).await?;
     Ok(store)

@@ -16,6 +16,43 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => serve(settings).await,
         Command::Migrate => migrate_command(&settings).await,
         Command::Keys(command) => keys_command(&settings, command).await,
+        Command::Project(ProjectCommand::List) => {
+            for project in offline_auth(&settings).await?.list_projects().await? {
+                println!("{}", serde_json::to_string(&project)?);
+            }
+            Ok(())
+        }
+        Command::Project(ProjectCommand::RotateAppToken { project_id }) => {
+            let token = offline_auth(&settings)
+                .await?
+                .rotate_app_token(&project_id)
+                .await?;
+            println!(
+                "{}",
+                serde_json::json!({ "project_id": project_id, "app_token": token })
+            );
+            Ok(())
+        }
+        Command::Project(ProjectCommand::RotateAdminToken { project_id }) => {
+            let token = offline_auth(&settings)
+                .await?
+                .rotate_admin_token(&project_id)
+                .await?;
+            println!(
+                "{}",
+                serde_json::json!({ "project_id": project_id, "admin_token": token })
+            );
+            Ok(())
+        }
+        Command::Backup { to } => {
+            if to.exists() {
+                anyhow::bail!("{} exists: backup writes a new file", to.display());
+            }
+            let store = open_store(&settings).await?;
+            store.backup_to(&to).await?;
+            println!("{}", serde_json::json!({ "backup": to }));
+            Ok(())
+        }
         Command::Healthcheck { address } => {
             let address = address.unwrap_or_else(|| local_address(&settings.listen));
             if healthcheck(&address).await {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::delivery::{SmsWebhook, WorkerConfig, check_webhook_url};
 use crate::domain::TrustedProxies;
 use crate::service::Policy;
-pub use crate::store::DatabaseTimeouts;
+pub use crate::store::DatabaseOptions;
 
 /// No `Debug`, here and on the argument types below: they hold secrets as given (SMTP
 /// password, webhook secret, master key); [`Settings`] keeps them redacted.
@@ -38,6 +38,10 @@ impl Cli {
             &["migrate"][..],
             &["project", "create"],
             &["project", "settings"],
+            &["project", "list"],
+            &["project", "rotate-app-token"],
+            &["project", "rotate-admin-token"],
+            &["backup"],
             &["keys", "list"],
             &["keys", "rotate"],
             &["keys", "rotate-master"],
@@ -45,7 +49,7 @@ impl Cli {
             &["healthcheck"],
         ] {
             let used: &[&str] = match path[0] {
-                "migrate" => &["config", "database_url", "log_format", "help"],
+                "migrate" | "backup" => &["config", "database_url", "log_format", "help"],
                 "healthcheck" => &["config", "listen", "help"],
                 _ => OFFLINE_SETTINGS,
             };
@@ -93,6 +97,13 @@ pub enum Command {
     /// Manage the keys JWTs are signed with.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Copy the SQLite database, consistently, while the service runs (VACUUM INTO); for
+    /// PostgreSQL use pg_dump.
+    Backup {
+        /// The file to write; it must not exist yet.
+        #[arg(long)]
+        to: PathBuf,
+    },
     /// Ask a running server whether it serves (gRPC health); exit 0 if so, 1 if not. For
     /// a container's HEALTHCHECK.
     Healthcheck {
@@ -139,6 +150,19 @@ pub enum ProjectCommand {
         /// Allow users to fetch recovery tokens.
         #[arg(long)]
         recovery: bool,
+    },
+    /// List every project as JSON lines: project_id, name, created_at, users.
+    List,
+    /// Give the project a new app token (printed once); the old one stops at once.
+    RotateAppToken {
+        #[arg(long)]
+        project_id: String,
+    },
+    /// Give the project a new admin token (printed once: only its hash is kept); the old
+    /// one stops at once.
+    RotateAdminToken {
+        #[arg(long)]
+        project_id: String,
     },
     /// Change a project's settings (only those given) and print them as one JSON object.
     Settings {
@@ -283,6 +307,9 @@ pub struct SettingsArgs {
     /// Milliseconds to wait for a database connection (connecting included) [default: 3000]
     #[arg(long, env = "PORTCULLIS_DATABASE_ACQUIRE_TIMEOUT_MS", global = true)]
     pub database_acquire_timeout_ms: Option<i64>,
+    /// Database connections per replica [default: 8 on SQLite, 16 on PostgreSQL]
+    #[arg(long, env = "PORTCULLIS_DATABASE_POOL_SIZE", global = true)]
+    pub database_pool_size: Option<i64>,
     /// At most this many mails or texts to one recipient a day, beside 10 per 15 minutes [default: 30]
     #[arg(long, env = "PORTCULLIS_MESSAGES_PER_RECIPIENT_PER_DAY", global = true)]
     pub messages_per_recipient_per_day: Option<i64>,
@@ -317,7 +344,7 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     pub shutdown_grace: Duration,
     pub metrics_listen: Option<String>,
-    pub database: DatabaseTimeouts,
+    pub database: DatabaseOptions,
     /// Leases and concurrency of the outbox worker (defaults; tests shorten the lease).
     pub delivery: WorkerConfig,
     /// `None`: `http://` + the address actually bound (known only after binding).
@@ -466,7 +493,14 @@ impl SettingsArgs {
                 None => Duration::from_secs(5),
             },
             delivery: WorkerConfig::default(),
-            database: DatabaseTimeouts {
+            database: DatabaseOptions {
+                pool_size: match self.database_pool_size.or(file.database_pool_size) {
+                    Some(size @ 1..=1000) => Some(size as u32),
+                    Some(other) => {
+                        anyhow::bail!("database pool size must be 1 to 1000, not {other}")
+                    }
+                    None => None,
+                },
                 statement: millis(
                     "database statement timeout",
                     self.database_statement_timeout_ms

@@ -29,7 +29,7 @@ pub use events::{LogPage, MAX_LOG_DATA_LEN};
 pub use gate::{GateCheck, GateDecision};
 pub use login::{Authenticated, LINK_PATH};
 pub use password::{Me, ResetLink, ResetLinkState};
-pub use projects::{CreatedProject, ProjectSettings, SettingsChange};
+pub use projects::{CreatedProject, ProjectSettings, ProjectSummary, SettingsChange};
 pub use recovery::{Recovered, RecoveryOutcome};
 pub use sessions::{Authorization, IssuedSession, UserInfo};
 pub use users::{ImportRow, ImportedRow, MAX_IMPORT_BATCH};

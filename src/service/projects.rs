@@ -103,6 +103,63 @@ impl Auth {
     }
 }
 
+/// A project as an operator lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProjectSummary {
+    pub project_id: String,
+    pub name: String,
+    pub created_at: i64,
+    pub users: i64,
+}
+
+impl Auth {
+    /// Every project, for the operator's command line.
+    pub async fn list_projects(&self) -> Result<Vec<ProjectSummary>> {
+        Ok(self
+            .store()
+            .list_projects()
+            .await?
+            .into_iter()
+            .map(|(project_id, name, created_at, users)| ProjectSummary {
+                project_id,
+                name,
+                created_at,
+                users,
+            })
+            .collect())
+    }
+
+    /// A new app token for the project; the old one stops working at once. Returned
+    /// once.
+    pub async fn rotate_app_token(&self, project_id: &str) -> Result<String> {
+        let mut project = self.project_by_id(project_id).await?;
+        let token = SecretToken::generate(TokenKind::App);
+        project.app_token = token.expose().to_owned();
+        let mut tx = self.store().begin().await?;
+        tx.update_project(&project).await?;
+        tx.commit().await?;
+        crate::security_event!("app_token_rotated", project_id = %project.id);
+        Ok(token.into_string())
+    }
+
+    /// A new admin token for the project; the old one stops working at once. Only its
+    /// hash is kept, so this is the one time it is shown.
+    pub async fn rotate_admin_token(&self, project_id: &str) -> Result<String> {
+        let project = self.project_by_id(project_id).await?;
+        let token = SecretToken::generate(TokenKind::Admin);
+        let mut tx = self.store().begin().await?;
+        if !tx
+            .set_admin_token_hash(&project.id, &token.hash().0)
+            .await?
+        {
+            return Err(Error::NotFound("no project has this project_id".into()));
+        }
+        tx.commit().await?;
+        crate::security_event!("admin_token_rotated", project_id = %project.id);
+        Ok(token.into_string())
+    }
+}
+
 /// A project's settings as its admin sees them. Secrets (the SMS webhook secret, the
 /// external token key) are never shown back, only whether they are set.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -119,9 +119,12 @@ impl Backend {
 }
 
 /// How long the database may take, so a silent network partition ends in errors the
-/// service recovers from instead of calls that hang and hold locks forever.
+/// service recovers from instead of calls that hang and hold locks forever; and how many
+/// connections to keep.
 #[derive(Clone, Debug)]
-pub struct DatabaseTimeouts {
+pub struct DatabaseOptions {
+    /// Connections in the pool; `None`: 8 on SQLite (one writer anyway), 16 on PostgreSQL.
+    pub pool_size: Option<u32>,
     /// PostgreSQL cancels a statement running longer (`statement_timeout`).
     pub statement: Duration,
     /// PostgreSQL ends a transaction whose client went quiet, freeing its locks
@@ -131,9 +134,10 @@ pub struct DatabaseTimeouts {
     pub acquire: Duration,
 }
 
-impl Default for DatabaseTimeouts {
-    fn default() -> DatabaseTimeouts {
-        DatabaseTimeouts {
+impl Default for DatabaseOptions {
+    fn default() -> DatabaseOptions {
+        DatabaseOptions {
+            pool_size: None,
             statement: Duration::from_secs(10),
             idle_in_transaction: Duration::from_secs(15),
             acquire: Duration::from_secs(3),
@@ -161,11 +165,11 @@ impl Store {
     /// Connects lazily (so the service starts, and reports NOT_SERVING, while the database
     /// is down). A SQLite file is created if missing and put in WAL mode.
     pub fn connect(url: &str) -> StoreResult<Store> {
-        Store::connect_with(url, &DatabaseTimeouts::default())
+        Store::connect_with(url, &DatabaseOptions::default())
     }
 
     /// [`Store::connect`] with the given timeouts.
-    pub fn connect_with(url: &str, timeouts: &DatabaseTimeouts) -> StoreResult<Store> {
+    pub fn connect_with(url: &str, timeouts: &DatabaseOptions) -> StoreResult<Store> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url).ok_or_else(|| {
             StoreError::Database(sqlx::Error::Configuration(
@@ -195,25 +199,27 @@ impl Store {
             });
         let url = match backend {
             Backend::Sqlite => {
-                options = options.max_connections(8).after_connect(|conn, _| {
-                    Box::pin(async move {
-                        // WAL lets readers run beside the one writer; NORMAL sync is
-                        // durable across application crashes, which is what WAL needs.
-                        sqlx::query("PRAGMA journal_mode = WAL")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA synchronous = NORMAL")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA foreign_keys = ON")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA busy_timeout = 5000")
-                            .execute(&mut *conn)
-                            .await?;
-                        Ok(())
-                    })
-                });
+                options = options
+                    .max_connections(timeouts.pool_size.unwrap_or(8))
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            // WAL lets readers run beside the one writer; NORMAL sync is
+                            // durable across application crashes, which is what WAL needs.
+                            sqlx::query("PRAGMA journal_mode = WAL")
+                                .execute(&mut *conn)
+                                .await?;
+                            sqlx::query("PRAGMA synchronous = NORMAL")
+                                .execute(&mut *conn)
+                                .await?;
+                            sqlx::query("PRAGMA foreign_keys = ON")
+                                .execute(&mut *conn)
+                                .await?;
+                            sqlx::query("PRAGMA busy_timeout = 5000")
+                                .execute(&mut *conn)
+                                .await?;
+                            Ok(())
+                        })
+                    });
                 if url.contains("mode=") {
                     url.to_owned()
                 } else if url.contains('?') {
@@ -225,23 +231,25 @@ impl Store {
             Backend::Postgres => {
                 let statement = timeouts.statement.as_millis() as i64;
                 let idle = timeouts.idle_in_transaction.as_millis() as i64;
-                options = options.max_connections(16).after_connect(move |conn, _| {
-                    Box::pin(async move {
-                        // The server's side of a partition: it cancels what runs too long,
-                        // ends transactions whose client went quiet (freeing their locks)
-                        // and probes idle clients, dropping the dead ones.
-                        for setting in [
-                            format!("SET statement_timeout = {statement}"),
-                            format!("SET idle_in_transaction_session_timeout = {idle}"),
-                            "SET tcp_keepalives_idle = 10".to_owned(),
-                            "SET tcp_keepalives_interval = 5".to_owned(),
-                            "SET tcp_keepalives_count = 3".to_owned(),
-                        ] {
-                            sqlx::query(&setting).execute(&mut *conn).await?;
-                        }
-                        Ok(())
-                    })
-                });
+                options = options
+                    .max_connections(timeouts.pool_size.unwrap_or(16))
+                    .after_connect(move |conn, _| {
+                        Box::pin(async move {
+                            // The server's side of a partition: it cancels what runs too long,
+                            // ends transactions whose client went quiet (freeing their locks)
+                            // and probes idle clients, dropping the dead ones.
+                            for setting in [
+                                format!("SET statement_timeout = {statement}"),
+                                format!("SET idle_in_transaction_session_timeout = {idle}"),
+                                "SET tcp_keepalives_idle = 10".to_owned(),
+                                "SET tcp_keepalives_interval = 5".to_owned(),
+                                "SET tcp_keepalives_count = 3".to_owned(),
+                            ] {
+                                sqlx::query(&setting).execute(&mut *conn).await?;
+                            }
+                            Ok(())
+                        })
+                    });
                 url.to_owned()
             }
         };
@@ -282,6 +290,21 @@ impl Store {
     /// (connections open, connections idle) in the pool.
     pub fn pool_load(&self) -> (u32, usize) {
         (self.pool.size(), self.pool.num_idle())
+    }
+
+    /// A consistent copy of a SQLite database in a new file, taken while serving
+    /// (`VACUUM INTO`). PostgreSQL has its own tools (`pg_dump`).
+    pub async fn backup_to(&self, path: &std::path::Path) -> StoreResult<()> {
+        if self.backend != Backend::Sqlite {
+            return Err(StoreError::Database(sqlx::Error::Configuration(
+                "backup copies SQLite databases; for PostgreSQL use pg_dump".into(),
+            )));
+        }
+        sqlx::query("VACUUM INTO $1")
+            .bind(path.display().to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// A cheap round trip, for health checks.

@@ -67,7 +67,44 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Every project: (id, name, created_at, users), oldest first.
+    pub async fn list_projects(&self) -> StoreResult<Vec<(String, String, i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT p.id, p.name, p.created_at,
+                    (SELECT COUNT(*) FROM users u WHERE u.project_id = p.id) AS users
+             FROM projects p ORDER BY p.created_at, p.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("id")?,
+                    row.try_get("name")?,
+                    row.try_get("created_at")?,
+                    row.try_get("users")?,
+                ))
+            })
+            .collect()
+    }
+}
+
 impl Tx {
+    /// Replaces a project's admin token (only its hash is stored); false: no such project.
+    pub async fn set_admin_token_hash(
+        &mut self,
+        project_id: &str,
+        hash: &[u8],
+    ) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE projects SET admin_token_hash = $2 WHERE id = $1")
+            .bind(project_id)
+            .bind(hash)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     pub async fn project_count(&mut self) -> StoreResult<i64> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM projects")
             .fetch_one(&mut *self.tx)

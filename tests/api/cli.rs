@@ -695,3 +695,155 @@ async fn logs_have_a_line_per_request_and_per_security_event_and_no_secrets() {
         assert_eq!(line["fields"]["project_id"], project_id.as_str(), "{line}");
     }
 }
+
+#[test]
+fn the_example_config_names_every_setting_and_loads() {
+    use clap::CommandFactory;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("portcullis.example.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let keys: Vec<String> = text
+        .lines()
+        .filter_map(|line| {
+            let line = line.strip_prefix("# ").unwrap_or(line);
+            let (key, _) = line.split_once(" = ")?;
+            key.chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_')
+                .then(|| key.to_owned())
+        })
+        .collect();
+    let command = portcullis::settings::Cli::command();
+    for arg in command
+        .get_arguments()
+        .filter(|arg| arg.get_long().is_some())
+    {
+        let id = arg.get_id().as_str();
+        if matches!(id, "config" | "help" | "version") {
+            continue;
+        }
+        assert!(
+            keys.iter().any(|key| key == id),
+            "{id} is missing from the example"
+        );
+    }
+    // As shipped: the defaults.
+    let settings = portcullis::settings::SettingsArgs {
+        config: Some(path.clone()),
+        ..Default::default()
+    }
+    .resolve()
+    .expect("the example loads");
+    assert_eq!(settings.listen, "127.0.0.1:8080");
+    assert_eq!(settings.shutdown_grace, std::time::Duration::from_secs(5));
+    // Every commented example is a real key with a value of the right type.
+    let uncommented: String = text
+        .lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(rest)
+                if rest
+                    .split_once(" = ")
+                    .is_some_and(|(k, _)| keys.contains(&k.to_owned())) =>
+            {
+                rest
+            }
+            _ => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    toml::from_str::<portcullis::settings::SettingsArgs>(&uncommented)
+        .expect("every example value parses");
+    let Err(too_small) = (portcullis::settings::SettingsArgs {
+        database_pool_size: Some(0),
+        ..Default::default()
+    })
+    .resolve() else {
+        panic!("a pool of no connections is refused");
+    };
+    assert!(too_small.to_string().contains("pool size"), "{too_small}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn project_list_and_token_rotation_stop_the_old_tokens_at_once() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let url = app.database.url.clone();
+    let (ok, stdout, stderr) = run_on(&url, &["project", "list"]);
+    assert!(ok, "{stderr}");
+    let listed: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert!(
+        listed
+            .iter()
+            .any(|p| p["project_id"] == app.project.project_id.as_str() && p["users"] == 1),
+        "{stdout}"
+    );
+
+    let id = app.project.project_id.as_str();
+    let (ok, stdout, stderr) = run_on(&url, &["project", "rotate-app-token", "--project-id", id]);
+    assert!(ok, "{stderr}");
+    let new_app: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let new_app = new_app["app_token"].as_str().unwrap().to_owned();
+    let old = app.authenticate("ada@example.com").await.unwrap_err();
+    assert_eq!(
+        old.code(),
+        tonic::Code::Unauthenticated,
+        "the old app token stops at once"
+    );
+    app.authenticate_with(&new_app, "ada@example.com")
+        .await
+        .expect("the new app token works");
+
+    let (ok, stdout, stderr) = run_on(&url, &["project", "rotate-admin-token", "--project-id", id]);
+    assert!(ok, "{stderr}");
+    let new_admin: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let new_admin = new_admin["admin_token"].as_str().unwrap().to_owned();
+    let mut admin = app.admin.clone();
+    let get = portcullis::grpc::pb::GetProjectRequest {};
+    let refused = admin
+        .get_project(bearer(&app.project.admin_token, get))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    admin
+        .get_project(bearer(&new_admin, get))
+        .await
+        .expect("the new admin token works");
+
+    let (ok, _, stderr) = run_on(
+        &url,
+        &["project", "rotate-app-token", "--project-id", "nope"],
+    );
+    assert!(!ok && stderr.contains("no project"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_copies_a_live_sqlite_database_and_refuses_to_overwrite() {
+    let app = spawn_app(Backend::Sqlite).await;
+    app.log_in("ada@example.com").await;
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("copy.db");
+    let (ok, _, stderr) = run_on(
+        &app.database.url,
+        &["backup", "--to", copy.to_str().unwrap()],
+    );
+    assert!(ok, "{stderr}");
+    let users_in = |url: String| async move {
+        use sqlx::Row;
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM users")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        row.get::<i64, _>("n")
+    };
+    let copied = users_in(format!("sqlite://{}", copy.display())).await;
+    assert_eq!(copied, app.database.count("users").await);
+    assert_eq!(copied, 2, "the owner and ada");
+    let (ok, _, stderr) = run_on(
+        &app.database.url,
+        &["backup", "--to", copy.to_str().unwrap()],
+    );
+    assert!(!ok && stderr.contains("exists"), "{stderr}");
+}
