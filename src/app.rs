@@ -31,6 +31,8 @@ use crate::store::{DatabaseOptions, KeyAdoption, Store, StoreError};
 
 pub struct Application {
     listener: TcpListener,
+    /// TLS on the listener, when configured.
+    tls: Option<Arc<crate::tls::Tls>>,
     /// `--metrics-listen`: `/metrics` there only, not on the main listener.
     metrics_listener: Option<TcpListener>,
     address: SocketAddr,
@@ -234,6 +236,12 @@ impl Application {
             None => None,
         };
         crate::metrics::handle();
+        let tls = settings
+            .tls
+            .clone()
+            .map(crate::tls::Tls::new)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
         let clock = Clock::default();
         let store = open_store(&settings)
             .await?
@@ -262,6 +270,7 @@ impl Application {
 
         Ok(Application {
             listener,
+            tls,
             metrics_listener,
             address,
             settings,
@@ -381,6 +390,10 @@ impl Application {
             .add_service(reflection_v1alpha);
 
         let request_id = HeaderName::from_static("x-request-id");
+        let tls = self.tls.clone();
+        let tls_watch = tls
+            .clone()
+            .map(|tls| tokio::spawn(tls.watch(Duration::from_secs(2), stopped())));
         let metrics_server = self.metrics_listener.take().map(|listener| {
             let stopped = stopped();
             let routes = http::metrics_routes(self.auth.clone());
@@ -437,6 +450,7 @@ impl Application {
             self.listener,
             app,
             limits,
+            tls,
             async move {
                 shutdown.await;
                 // Load balancers see not-ready at once and move away while the listener
@@ -463,6 +477,9 @@ impl Application {
             let _ = tokio::join!(health_task, worker, revocations, key_refresh);
             if let Some(metrics_server) = metrics_server {
                 let _ = metrics_server.await;
+            }
+            if let Some(tls_watch) = tls_watch {
+                let _ = tls_watch.await;
             }
             self.store.close().await;
         };

@@ -7,6 +7,7 @@
 //!   request ids and deadlines.
 //! - [`observe`]: the request log line and security events; [`metrics`]: Prometheus.
 //! - [`probes`]: readiness for gRPC health, `/healthz` and `/readyz`, and draining.
+//! - [`tls`]: TLS and mTLS on the listener, reloaded on SIGHUP or file change.
 //! - [`server`]: the accept loop, with the limits slow clients meet (header deadline,
 //!   connection cap) and the graceful drain.
 //! - [`grpc`]: the `portcullis.v1` services (authentication, verification, recovery, logs,
@@ -42,6 +43,7 @@ pub mod server;
 pub mod service;
 pub mod settings;
 pub mod store;
+pub mod tls;
 
 pub use app::Application;
 pub use settings::Settings;

@@ -39,6 +39,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
+    tls: Option<Arc<crate::tls::Tls>>,
     shutdown: impl Future<Output = ()>,
     drain_timeout: Duration,
 ) {
@@ -80,6 +81,7 @@ pub async fn serve(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let first_byte_timeout = limits.header_read_timeout;
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor());
         tokio::spawn(async move {
             let _permit = permit;
             // A connection that never says anything is closed like slow headers are.
@@ -95,8 +97,30 @@ pub async fn serve(
                     request
                 },
             ));
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(error) = watcher.watch(connection.into_owned()).await {
+            let served = match acceptor {
+                None => {
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+                Some(acceptor) => {
+                    // The handshake gets the same deadline as the first byte.
+                    let handshake =
+                        tokio::time::timeout(first_byte_timeout, acceptor.accept(stream));
+                    let stream = match handshake.await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%error, %peer, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+            };
+            if let Err(error) = served {
                 tracing::debug!(%error, %peer, "connection ended with an error");
             }
         });

@@ -286,6 +286,15 @@ pub struct SettingsArgs {
     /// Seconds in-flight requests get after SIGTERM; then the process exits anyway [default: 30]
     #[arg(long, env = "PORTCULLIS_SHUTDOWN_TIMEOUT", global = true)]
     pub shutdown_timeout: Option<i64>,
+    /// PEM certificate chain for TLS on the listener (gRPC and HTTP alike); with --tls-key
+    #[arg(long, env = "PORTCULLIS_TLS_CERT", global = true)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert
+    #[arg(long, env = "PORTCULLIS_TLS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: clients must present a certificate they signed (mTLS)
+    #[arg(long, env = "PORTCULLIS_TLS_CLIENT_CA", global = true)]
+    pub tls_client_ca: Option<PathBuf>,
     /// Serve /metrics on this address (e.g. 0.0.0.0:9090) instead of the main listener
     #[arg(long, env = "PORTCULLIS_METRICS_LISTEN", global = true)]
     pub metrics_listen: Option<String>,
@@ -344,6 +353,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     pub shutdown_grace: Duration,
     pub metrics_listen: Option<String>,
+    /// TLS on the listener; `None`: plain (h2c and HTTP/1.1).
+    pub tls: Option<crate::tls::TlsFiles>,
     pub database: DatabaseOptions,
     /// Leases and concurrency of the outbox worker (defaults; tests shorten the lease).
     pub delivery: WorkerConfig,
@@ -485,6 +496,22 @@ impl SettingsArgs {
                 30,
             )?,
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
+            tls: match (
+                self.tls_cert.or(file.tls_cert),
+                self.tls_key.or(file.tls_key),
+                self.tls_client_ca.or(file.tls_client_ca),
+            ) {
+                (Some(cert), Some(key), client_ca) => Some(crate::tls::TlsFiles {
+                    cert,
+                    key,
+                    client_ca,
+                }),
+                (None, None, None) => None,
+                (None, None, Some(_)) => {
+                    anyhow::bail!("--tls-client-ca needs --tls-cert and --tls-key")
+                }
+                _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+            },
             shutdown_grace: match self.shutdown_grace.or(file.shutdown_grace) {
                 Some(grace @ 0..=300) => Duration::from_secs(grace as u64),
                 Some(other) => {
@@ -592,9 +619,10 @@ fn count(what: &str, value: Option<i64>) -> anyhow::Result<Option<i64>> {
 impl Settings {
     /// The public base URL: as configured, else derived from the bound address.
     pub fn public_url_for(&self, bound: &str) -> String {
-        self.public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{bound}"))
+        self.public_url.clone().unwrap_or_else(|| {
+            let scheme = if self.tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{bound}")
+        })
     }
 
     /// Settings for tests and embedding: defaults, with the given database.

@@ -33,4 +33,5 @@ mod smtp;
 mod takeover;
 mod tenants;
 mod texts;
+mod tls;
 mod webhooks;
