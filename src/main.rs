@@ -3,7 +3,7 @@
 use portcullis::app::{Application, build_auth, migrate, open_store};
 use portcullis::delivery::OutboxSignal;
 use portcullis::domain::Clock;
-use portcullis::settings::{Cli, Command, KeysCommand, ProjectCommand};
+use portcullis::settings::{Cli, Command, KeysCommand, OperatorTokenCommand, ProjectCommand};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -42,6 +42,14 @@ async fn main() -> anyhow::Result<()> {
                 "{}",
                 serde_json::json!({ "project_id": project_id, "admin_token": token })
             );
+            Ok(())
+        }
+        Command::OperatorToken(OperatorTokenCommand::Create) => {
+            let token = offline_auth(&settings)
+                .await?
+                .create_operator_token()
+                .await?;
+            println!("{}", serde_json::json!({ "operator_token": token }));
             Ok(())
         }
         Command::Backup { to } => {

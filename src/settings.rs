@@ -42,6 +42,7 @@ impl Cli {
             &["project", "rotate-app-token"],
             &["project", "rotate-admin-token"],
             &["backup"],
+            &["operator-token", "create"],
             &["keys", "list"],
             &["keys", "rotate"],
             &["keys", "rotate-master"],
@@ -97,6 +98,9 @@ pub enum Command {
     /// Manage the keys JWTs are signed with.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Operator tokens for the OperatorService.
+    #[command(subcommand)]
+    OperatorToken(OperatorTokenCommand),
     /// Copy the SQLite database, consistently, while the service runs (VACUUM INTO); for
     /// PostgreSQL use pg_dump.
     Backup {
@@ -132,6 +136,13 @@ pub enum KeysCommand {
         #[arg(long)]
         kid: String,
     },
+}
+
+#[derive(Subcommand)]
+pub enum OperatorTokenCommand {
+    /// Create an operator token (printed once; only its hash is kept). The first one
+    /// turns the OperatorService on.
+    Create,
 }
 
 #[derive(Subcommand)]

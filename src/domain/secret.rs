@@ -19,6 +19,7 @@ pub enum TokenKind {
     Recovery,
     Reset,
     Verify,
+    Operator,
 }
 
 impl TokenKind {
@@ -32,6 +33,7 @@ impl TokenKind {
             TokenKind::Recovery => "rec_",
             TokenKind::Reset => "rst_",
             TokenKind::Verify => "vfy_",
+            TokenKind::Operator => "opr_",
         }
     }
 
@@ -46,6 +48,7 @@ impl TokenKind {
             TokenKind::Recovery,
             TokenKind::Reset,
             TokenKind::Verify,
+            TokenKind::Operator,
         ]
         .into_iter()
         .find(|kind| token.starts_with(kind.prefix()))

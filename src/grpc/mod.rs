@@ -5,6 +5,7 @@ mod admin;
 mod authentication;
 mod ext_authz;
 mod log;
+mod operator;
 mod password;
 mod recovery;
 mod verification;
@@ -20,6 +21,7 @@ pub use admin::AdminApi;
 pub use authentication::AuthenticationApi;
 pub use ext_authz::ExtAuthzApi;
 pub use log::LogApi;
+pub use operator::OperatorApi;
 pub use password::PasswordApi;
 pub use recovery::RecoveryApi;
 pub use verification::VerificationApi;
@@ -45,6 +47,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     "portcullis.v1.LogService",
     "portcullis.v1.AdminService",
     "portcullis.v1.PasswordService",
+    "portcullis.v1.OperatorService",
     "envoy.service.auth.v3.Authorization",
 ];
 
@@ -66,6 +69,9 @@ pub fn routes(auth: Auth) -> Routes {
     .add_service(LogServiceServer::new(LogApi::new(auth.clone())))
     .add_service(AdminServiceServer::new(AdminApi::new(auth.clone())))
     .add_service(PasswordServiceServer::new(PasswordApi::new(auth.clone())))
+    .add_service(pb::operator_service_server::OperatorServiceServer::new(
+        OperatorApi::new(auth.clone()),
+    ))
     .add_service(envoy_types::ext_authz::v3::pb::AuthorizationServer::new(
         ExtAuthzApi::new(auth),
     ))

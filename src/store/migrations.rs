@@ -80,6 +80,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0012_hasura_jwt_claims.sql"),
         include_str!("../../migrations/postgres/0012_hasura_jwt_claims.sql"),
     ),
+    (
+        13,
+        "operator tokens",
+        include_str!("../../migrations/sqlite/0013_operator_tokens.sql"),
+        include_str!("../../migrations/postgres/0013_operator_tokens.sql"),
+    ),
 ];
 
 pub(super) fn migrator(backend: Backend) -> Migrator {

@@ -90,7 +90,51 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Whether `hash` is an operator token's; `None`: no operator token exists at all
+    /// (the operator API is off).
+    pub async fn operator_token_known(&self, hash: &[u8]) -> StoreResult<Option<bool>> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM operator_tokens) AS n,
+                    (SELECT COUNT(*) FROM operator_tokens WHERE token_hash = $1) AS known",
+        )
+        .bind(hash)
+        .fetch_one(&self.pool)
+        .await?;
+        let (n, known): (i64, i64) = (row.try_get("n")?, row.try_get("known")?);
+        Ok((n > 0).then_some(known > 0))
+    }
+}
+
 impl Tx {
+    pub async fn insert_operator_token(&mut self, hash: &[u8], now: i64) -> StoreResult<()> {
+        sqlx::query("INSERT INTO operator_tokens (token_hash, created_at) VALUES ($1, $2)")
+            .bind(hash)
+            .bind(now)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes a project and everything of it (users, sessions, logs, queued messages);
+    /// its users' uids are retired. False: no such project.
+    pub async fn delete_project(&mut self, project_id: &str, now: i64) -> StoreResult<bool> {
+        self.revokes = true;
+        sqlx::query(
+            "INSERT INTO retired_uids (uid, retired_at)
+             SELECT uid, $2 FROM users WHERE project_id = $1 ON CONFLICT DO NOTHING",
+        )
+        .bind(project_id)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
+        let done = sqlx::query("DELETE FROM projects WHERE id = $1")
+            .bind(project_id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Replaces a project's admin token (only its hash is stored); false: no such project.
     pub async fn set_admin_token_hash(
         &mut self,

@@ -847,3 +847,28 @@ async fn backup_copies_a_live_sqlite_database_and_refuses_to_overwrite() {
     );
     assert!(!ok && stderr.contains("exists"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_token_create_turns_the_operator_api_on() {
+    use portcullis::grpc::pb::ListProjectsRequest;
+    use portcullis::grpc::pb::operator_service_client::OperatorServiceClient;
+    let app = spawn_app(Backend::Sqlite).await;
+    let (ok, stdout, stderr) = run_on(&app.database.url, &["operator-token", "create"]);
+    assert!(ok, "{stderr}");
+    let printed: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let token = printed["operator_token"].as_str().unwrap();
+    let channel = tonic::transport::Channel::from_shared(app.address.clone())
+        .unwrap()
+        .connect_lazy();
+    let projects = OperatorServiceClient::new(channel)
+        .list_projects(bearer(token, ListProjectsRequest {}))
+        .await
+        .expect("the printed token works")
+        .into_inner()
+        .projects;
+    assert!(
+        projects
+            .iter()
+            .any(|p| p.project_id == app.project.project_id)
+    );
+}

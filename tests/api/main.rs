@@ -19,6 +19,7 @@ mod logs;
 mod magic_link;
 mod mesh;
 mod metrics;
+mod operator;
 mod password;
 mod password_browser;
 mod probes;
