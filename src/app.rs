@@ -13,9 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
 
 use crate::delivery::{self, Deliverer, MailTransport, OutboxSignal, WebhookClient};
 use crate::domain::MasterKey;
@@ -413,29 +411,17 @@ impl Application {
         let app = app
             .route_layer(axum::middleware::from_fn(crate::observe::tag_route))
             .fallback(not_found)
-            // Every response carries a request id (the caller's, or a new one), and the
-            // request's log lines are in a span that names it.
-            .layer(
-                ServiceBuilder::new()
-                    .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
-                    .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
-                        let id = request
-                            .headers()
-                            .get("x-request-id")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or_default();
-                        tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
-                    }))
-                    .layer(PropagateRequestIdLayer::new(request_id)),
-            );
-
-        // Around everything above, so whatever runs too long is cut off and answered.
-        let app = app
+            // Every response carries the request id (the caller's, or a new one).
+            .layer(PropagateRequestIdLayer::new(request_id.clone()))
+            // Whatever runs too long is cut off and answered.
             .layer(DeadlineLayer {
                 timeout: self.settings.request_timeout,
             })
-            // Outermost: requests cut off by the deadline get their log line too.
-            .layer(axum::middleware::from_fn(crate::observe::log_request));
+            // The request's span, log line and metrics; around the deadline, so requests
+            // cut off get theirs too.
+            .layer(axum::middleware::from_fn(crate::observe::log_request))
+            // Outermost: every layer inside sees the request id.
+            .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
 
         tracing::info!(address = %self.address, "serving gRPC and HTTP");
         let limits = ConnectionLimits {

@@ -5,7 +5,8 @@
 //! - [`settings`]: command line, environment and TOML settings.
 //! - [`app`]: assembly of everything below into one listener; graceful shutdown; health;
 //!   request ids and deadlines.
-//! - [`observe`]: the request log line and security events; [`metrics`]: Prometheus.
+//! - [`observe`]: the request log line and security events; [`metrics`]: Prometheus;
+//!   [`traces`]: OpenTelemetry over OTLP.
 //! - [`probes`]: readiness for gRPC health, `/healthz` and `/readyz`, and draining.
 //! - [`tls`]: TLS and mTLS on the listener, reloaded on SIGHUP or file change.
 //! - [`server`]: the accept loop, with the limits slow clients meet (header deadline,
@@ -44,6 +45,7 @@ pub mod service;
 pub mod settings;
 pub mod store;
 pub mod tls;
+pub mod traces;
 
 pub use app::Application;
 pub use settings::Settings;

@@ -10,9 +10,17 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse_args();
     let settings = cli.settings.resolve()?;
-    init_tracing(settings.log_json);
+    let traces = init_tracing(settings.log_json)?;
+    let result = run(cli.command, settings).await;
+    if let Some(provider) = traces {
+        // Spans still queued go out before the process ends.
+        let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+    }
+    result
+}
 
-    match cli.command.unwrap_or(Command::Serve) {
+async fn run(command: Option<Command>, settings: portcullis::Settings) -> anyhow::Result<()> {
+    match command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
         Command::Migrate => migrate_command(&settings).await,
         Command::Keys(command) => keys_command(&settings, command).await,
@@ -268,18 +276,33 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     }
 }
 
-fn init_tracing(json: bool) {
+/// Logs to stderr (text or JSON), and traces over OTLP when the environment names an
+/// endpoint; returns the trace provider to flush at exit.
+fn init_tracing(json: bool) -> anyhow::Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(|| QuietStderr)
         // Colours only for a person at a terminal, not in files and log collectors.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if json {
-        builder.json().init();
+    let fmt = if json {
+        fmt.json().boxed()
     } else {
-        builder.init();
+        fmt.boxed()
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(fmt);
+    match portcullis::traces::layer()? {
+        Some((otel, provider)) => {
+            registry.with(otel).init();
+            Ok(Some(provider))
+        }
+        None => {
+            registry.init();
+            Ok(None)
+        }
     }
 }
 

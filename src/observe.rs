@@ -10,6 +10,7 @@ use axum::response::Response;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Instant;
+use tracing::Instrument;
 
 tokio::task_local! {
     /// What the operations of the request being served noted about it.
@@ -76,12 +77,29 @@ pub async fn log_request(request: Request<Body>, next: Next) -> Response {
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(peer)| peer.ip().to_string())
         .unwrap_or_default();
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %path.trim_start_matches('/'),
+        otel.kind = "server",
+        transport = if grpc { "grpc" } else { "http" },
+        request_id = caller_request_id.as_deref().unwrap_or_default(),
+        method = %method,
+        project_id = tracing::field::Empty,
+        status = tracing::field::Empty,
+    );
+    if let Some(parent) = crate::traces::parent_from(request.headers()) {
+        let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent);
+    }
     let (response, project) = NOTES
-        .scope(Mutex::new(None), async move {
-            let response = next.run(request).await;
-            let project = NOTES.with(|notes| notes.lock().ok().and_then(|n| n.clone()));
-            (response, project)
-        })
+        .scope(
+            Mutex::new(None),
+            async move {
+                let response = next.run(request).await;
+                let project = NOTES.with(|notes| notes.lock().ok().and_then(|n| n.clone()));
+                (response, project)
+            }
+            .instrument(span.clone()),
+        )
         .await;
     let latency_ms = started.elapsed().as_secs_f64() * 1e3;
     // The caller's id, or the one the service gave the request (on the response).
@@ -95,6 +113,7 @@ pub async fn log_request(request: Request<Body>, next: Next) -> Response {
         })
         .unwrap_or_default();
     let project = project.unwrap_or_default();
+    span.record("project_id", project.as_str());
     if grpc {
         // Errors are trailers-only answers: their status is in the headers.
         let code = response
@@ -104,6 +123,7 @@ pub async fn log_request(request: Request<Body>, next: Next) -> Response {
             .and_then(|v| v.parse::<i32>().ok())
             .unwrap_or(0);
         let code = format!("{:?}", tonic::Code::from_i32(code));
+        span.record("status", code.as_str());
         let (service, method) = rpc_labels(&path);
         crate::metrics::rpc_handled(service, method, &code, started.elapsed());
         tracing::info!(
@@ -118,6 +138,7 @@ pub async fn log_request(request: Request<Body>, next: Next) -> Response {
             "request"
         );
     } else {
+        span.record("status", response.status().as_u16());
         let route = response
             .extensions()
             .get::<RouteLabel>()

@@ -290,6 +290,8 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> Result<T, HashingError> + Send + 'static,
     ) -> Result<T, HashingError> {
+        // A span for traces, from the wait for a slot to the end of the work.
+        let _span = tracing::info_span!("password.hashing");
         let acquired = {
             // Counted while waiting, also when the caller gives up mid-wait.
             let _waiting = Waiting::new(&self.waiting);

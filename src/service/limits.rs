@@ -6,6 +6,7 @@
 //! registered before the password is judged.
 
 use std::net::IpAddr;
+use tracing::Instrument;
 
 use super::Auth;
 use crate::domain::{Password, Verdict, address_block};
@@ -195,10 +196,13 @@ impl Auth {
     ) -> Result<Verdict> {
         let (auth, keys, password) = (self.clone(), keys.clone(), password.clone());
         let stored = stored.map(str::to_owned);
-        let check = tokio::spawn(async move {
-            auth.check_password_counted_now(&keys, &password, stored.as_deref())
-                .await
-        });
+        let check = tokio::spawn(
+            async move {
+                auth.check_password_counted_now(&keys, &password, stored.as_deref())
+                    .await
+            }
+            .instrument(tracing::Span::current()),
+        );
         match check.await {
             Ok(verdict) => verdict,
             Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),

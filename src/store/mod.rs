@@ -336,6 +336,14 @@ impl Store {
     /// end, holding SQLite's write lock (sqlx #3932, #4385). The task always finishes, and
     /// a transaction it hands to no one is dropped, which rolls it back.
     pub async fn begin(&self) -> StoreResult<Tx> {
+        // One span per transaction, child of the request's, for as long as it lives.
+        let span = tracing::info_span!(
+            "db.transaction",
+            db.system = match self.backend {
+                Backend::Sqlite => "sqlite",
+                Backend::Postgres => "postgresql",
+            }
+        );
         let pool = self.pool.clone();
         let backend = self.backend;
         let tx = run_to_completion(async move {
@@ -347,6 +355,7 @@ impl Store {
         .await??;
         Ok(Tx {
             tx,
+            _span: span,
             sessions: self.sessions.clone(),
             revokes: false,
             backend: self.backend,
@@ -359,6 +368,8 @@ impl Store {
 /// half-written when a step fails (dropping it rolls back).
 pub struct Tx {
     tx: Transaction<'static, Any>,
+    /// Ends (for traces) when the transaction does.
+    _span: tracing::Span,
     sessions: Arc<SessionCache>,
     /// Set by writes that end sessions or change what Authorize reports.
     revokes: bool,

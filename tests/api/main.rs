@@ -35,4 +35,5 @@ mod takeover;
 mod tenants;
 mod texts;
 mod tls;
+mod traces;
 mod webhooks;
