@@ -99,6 +99,10 @@ fn describe() {
         "portcullis_password_hashing_waiting",
         "Password hashes and checks waiting for a free slot."
     );
+    describe_histogram!(
+        "portcullis_db_transaction_begin_seconds",
+        "Time to get a pooled connection and begin a transaction: waits for the pool show here."
+    );
     describe_gauge!(
         "portcullis_db_pool_connections",
         "Database connections open in the pool."
@@ -137,6 +141,11 @@ pub fn http_handled(route: &str, method: &str, status: u16, took: Duration) {
         "route" => route.to_owned(), "method" => method.to_owned()
     )
     .record(took.as_secs_f64());
+}
+
+/// A transaction began after waiting `took` for a connection (and BEGIN).
+pub fn transaction_began(took: Duration) {
+    histogram!("portcullis_db_transaction_begin_seconds").record(took.as_secs_f64());
 }
 
 pub fn count(name: &'static str) {

@@ -346,6 +346,7 @@ impl Store {
         );
         let pool = self.pool.clone();
         let backend = self.backend;
+        let started = std::time::Instant::now();
         let tx = run_to_completion(async move {
             match backend {
                 Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
@@ -353,6 +354,7 @@ impl Store {
             }
         })
         .await??;
+        crate::metrics::transaction_began(started.elapsed());
         Ok(Tx {
             tx,
             _span: span,

@@ -121,6 +121,7 @@ async fn metrics_count_rpcs_routes_and_outcomes_and_pass_promtool() {
         ("portcullis_session_cache_misses_total", &[][..]),
         ("portcullis_password_hashing_waiting", &[][..]),
         ("portcullis_db_pool_connections", &[][..]),
+        ("portcullis_db_transaction_begin_seconds_bucket", &[][..]),
     ] {
         assert!(
             has_sample(&text, metric, labels),
