@@ -7,6 +7,7 @@
 use envoy_types::ext_authz::v3::pb::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use portcullis::grpc::pb::AuthorizeRequest;
+use portcullis::grpc::pb::Role;
 use portcullis::grpc::pb::authentication_service_client::AuthenticationServiceClient;
 use portcullis::service::Authenticated;
 use portcullis::{Application, Settings};
@@ -68,9 +69,20 @@ async fn main() -> anyhow::Result<()> {
     )
     .await;
     let client = AuthenticationServiceClient::new(channel.clone());
-    for (label, token) in [
-        ("Authorize, opaque token", session.token.clone()),
-        ("Authorize, JWT", session.jwt.clone()),
+    // Never issued: 32 random bytes and a wrong 10-byte tag, as an attacker would send.
+    let forged = {
+        use base64::Engine;
+        let mut body = [0u8; 42];
+        getrandom::getrandom(&mut body)?;
+        format!(
+            "usr_{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(body)
+        )
+    };
+    for (label, token, role) in [
+        ("Authorize, opaque token", session.token.clone(), Role::User),
+        ("Authorize, JWT", session.jwt.clone(), Role::User),
+        ("Authorize, forged opaque", forged, Role::Public),
     ] {
         let client = client.clone();
         let token = Arc::new(token);
@@ -84,7 +96,7 @@ async fn main() -> anyhow::Result<()> {
                         ..Default::default()
                     })
                     .await;
-                answer.is_ok_and(|a| a.into_inner().role() == portcullis::grpc::pb::Role::User)
+                answer.is_ok_and(|a| a.into_inner().role() == role)
             }
         })
         .await;

@@ -208,12 +208,34 @@ pub async fn build_auth(
             secret
         })
         .await?;
+    let tag_key = store
+        .server_secret("user_token_tag", || {
+            let mut secret = vec![0u8; 32];
+            getrandom::getrandom(&mut secret).expect("the operating system's random source failed");
+            secret
+        })
+        .await?;
+    // Untagged tokens were issued before this secret existed; they live at most a
+    // session lifetime after it.
+    let now = clock.now();
+    let tagged_since = store
+        .server_secret("user_token_tag_since", || now.to_be_bytes().to_vec())
+        .await?;
+    let tagged_since = tagged_since
+        .try_into()
+        .map(i64::from_be_bytes)
+        .unwrap_or(now);
+    let user_tokens = crate::domain::UserTokenKey::new(
+        tag_key,
+        tagged_since + settings.policy.session_ttl_seconds,
+    );
     let keys = JwtKeys::load_or_create(store.clone(), clock, public_url).await?;
     Ok(Auth::new(
         store.clone(),
         clock.clone(),
         keys,
         CodeKey::new(code_secret),
+        user_tokens,
         outbox,
         settings.policy.clone(),
     ))

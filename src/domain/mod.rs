@@ -11,6 +11,7 @@ mod password;
 mod password_hash;
 mod sealing;
 mod secret;
+mod user_token;
 
 pub use client::{TrustedProxies, address_block};
 pub use clock::Clock;
@@ -22,6 +23,7 @@ pub use password::{HashingError, NewPassword, Password, PasswordError, PasswordH
 pub use password_hash::check_password_hash;
 pub use sealing::{MasterKey, SealError, is_sealed, is_sealed_text};
 pub use secret::{SecretToken, TokenHash, TokenKind, bearer_token};
+pub use user_token::{UserTokenForm, UserTokenKey};
 
 /// The largest token or code any request may carry; longer input is refused before any
 /// lookup so oversized values never reach the database.

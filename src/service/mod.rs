@@ -19,6 +19,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::delivery::OutboxSignal;
+use crate::domain::UserTokenKey;
 use crate::domain::{
     Clock, CodeKey, MAX_TOKEN_LEN, Name, PasswordHasher, TokenHash, TokenKind, TrustedProxies,
 };
@@ -122,6 +123,8 @@ struct Inner {
     clock: Clock,
     keys: JwtKeys,
     code_key: CodeKey,
+    /// Tags new USER_TOKENs and judges presented ones before any lookup.
+    user_tokens: UserTokenKey,
     outbox: OutboxSignal,
     policy: Policy,
     hasher: PasswordHasher,
@@ -133,6 +136,7 @@ impl Auth {
         clock: Clock,
         keys: JwtKeys,
         code_key: CodeKey,
+        user_tokens: UserTokenKey,
         outbox: OutboxSignal,
         policy: Policy,
     ) -> Auth {
@@ -143,6 +147,7 @@ impl Auth {
                 clock,
                 keys,
                 code_key,
+                user_tokens,
                 outbox,
                 policy,
                 hasher,

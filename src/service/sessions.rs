@@ -1,7 +1,7 @@
 //! Sessions: issuing them (opaque token + JWT), authorizing tokens, logout, user info.
 
 use super::{Auth, parse_token};
-use crate::domain::{MAX_TOKEN_LEN, SecretToken, TokenHash, TokenKind};
+use crate::domain::{MAX_TOKEN_LEN, TokenHash, TokenKind, UserTokenForm};
 use crate::error::{Error, Result};
 use crate::jwt::{Claims, HasuraClaims, JwtError};
 use crate::store::{NewSession, ProjectRecord, SessionUser, Tx, UserRecord};
@@ -67,7 +67,7 @@ impl Auth {
         now: i64,
     ) -> Result<IssuedSession> {
         let policy = &self.inner.policy;
-        let token = SecretToken::generate(TokenKind::User);
+        let token = self.inner.user_tokens.issue();
         let session_id = uuid::Uuid::new_v4().to_string();
         let expires_at = now + policy.session_ttl_seconds;
         tx.insert_session(&NewSession {
@@ -189,6 +189,12 @@ impl Auth {
             return Ok(None);
         }
         let now = self.now();
+        let is_user_token = TokenKind::of(token) == Some(TokenKind::User);
+        // Forged and random USER_TOKENs end here, in memory: a flood of them never
+        // reaches the database.
+        if is_user_token && self.inner.user_tokens.form(token, now) == UserTokenForm::Forged {
+            return Ok(None);
+        }
         let hash = TokenHash::of(token);
         if let Lookup::Cached = lookup
             && let Some(session) = self.store().cached_session(&hash.0, now)
@@ -196,7 +202,7 @@ impl Auth {
             let expires_at = session.expires_at;
             return Ok(Some((session, expires_at)));
         }
-        let found = if TokenKind::of(token) == Some(TokenKind::User) {
+        let found = if is_user_token {
             self.store()
                 .session_by_token_hash(hash.as_bytes(), now)
                 .await?

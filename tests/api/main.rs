@@ -11,6 +11,7 @@ mod first_start;
 mod full_disk;
 mod health;
 mod helpers;
+mod hot_path;
 mod http_surface;
 mod limits;
 mod login;

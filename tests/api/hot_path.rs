@@ -1,0 +1,99 @@
+//! The hot path under attack: forged and random USER_TOKENs are refused in memory, so a
+//! flood of them never reaches the database; tokens issued before tags keep working
+//! until they expire.
+
+use crate::helpers::*;
+use crate::on_both_backends;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+on_both_backends!(issued_tokens_carry_a_tag_and_untagged_ones_of_live_sessions_still_work);
+
+fn random_body(bytes: usize) -> String {
+    let mut body = vec![0u8; bytes];
+    getrandom::getrandom(&mut body).unwrap();
+    format!("usr_{}", URL_SAFE_NO_PAD.encode(body))
+}
+
+/// A token with a tag of the right length that was never issued.
+fn forged_tagged() -> String {
+    random_body(42)
+}
+
+async fn issued_tokens_carry_a_tag_and_untagged_ones_of_live_sessions_still_work(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let user = app.log_in("ada@example.com").await;
+    let body = user.token().strip_prefix("usr_").unwrap();
+    assert_eq!(
+        URL_SAFE_NO_PAD.decode(body).unwrap().len(),
+        42,
+        "32 random bytes and a 10-byte tag"
+    );
+    assert_eq!(app.authorize(user.token()).await.role(), Role::User);
+    for forged in [forged_tagged(), random_body(32), random_body(7)] {
+        assert_eq!(
+            app.authorize(&forged).await.role(),
+            Role::Public,
+            "{forged:.12}"
+        );
+    }
+
+    // A session opened before tags: its untagged token keeps working.
+    let legacy = random_body(32);
+    let hash = portcullis::domain::TokenHash::of(&legacy);
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&app.database.url).await.unwrap();
+    let who = app.authorize(user.token()).await;
+    sqlx::query(
+        "INSERT INTO sessions (id, token_hash, user_id, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind("legacy-session")
+    .bind(hash.as_bytes().to_vec())
+    .bind(who.id)
+    .bind(app.clock.now())
+    .bind(app.clock.now() + 3600)
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    assert_eq!(app.authorize(&legacy).await.role(), Role::User);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_database_gone_forged_tokens_are_still_refused_at_once() {
+    let Some((relay, database)) = Relay::postgres_database().await else {
+        return;
+    };
+    let app = spawn_app_on(database, |_| {}).await;
+    app.log_in("ada@example.com").await;
+    relay.cut();
+    // No database needed to know these are nobody's: the answer is public, not an error.
+    for _ in 0..50 {
+        let answer = app
+            .authentication
+            .clone()
+            .authorize(portcullis::grpc::pb::AuthorizeRequest {
+                token: forged_tagged(),
+                ..Default::default()
+            })
+            .await
+            .expect("refused in memory, no database call");
+        assert_eq!(answer.get_ref().role(), Role::Public);
+    }
+    // An untagged token could belong to a session from before tags: that one needs the
+    // database (only until the last such session can have expired).
+    let legacy = app
+        .authentication
+        .clone()
+        .authorize(portcullis::grpc::pb::AuthorizeRequest {
+            token: random_body(32),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(
+        legacy.map(|a| a.into_inner().role()).unwrap_err().code(),
+        tonic::Code::Unavailable
+    );
+    relay.restore();
+}
