@@ -359,7 +359,7 @@ impl Store {
             tx,
             _span: span,
             sessions: self.sessions.clone(),
-            revokes: false,
+            revoked: Revoked::Nobody,
             backend: self.backend,
             master: self.master.clone(),
         })
@@ -373,8 +373,8 @@ pub struct Tx {
     /// Ends (for traces) when the transaction does.
     _span: tracing::Span,
     sessions: Arc<SessionCache>,
-    /// Set by writes that end sessions or change what Authorize reports.
-    revokes: bool,
+    /// Whose cached sessions writes of this transaction end or change.
+    revoked: Revoked,
     backend: Backend,
     master: Option<Arc<MasterKey>>,
 }
@@ -387,19 +387,44 @@ impl Tx {
     }
 
     async fn commit_now(mut self) -> StoreResult<()> {
-        if self.revokes && self.backend == Backend::Postgres {
+        if self.revoked != Revoked::Nobody && self.backend == Backend::Postgres {
             // Delivered to the other replicas when (and only if) this commits.
-            sqlx::query("SELECT pg_notify($1, '')")
+            sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(revocations::CHANNEL)
+                .bind(revocations::payload(&self.revoked))
                 .execute(&mut *self.tx)
                 .await?;
         }
         self.tx.commit().await?;
-        if self.revokes {
-            self.sessions.clear();
+        match &self.revoked {
+            Revoked::Nobody => {}
+            Revoked::Users(users) => self.sessions.revoke_users(users),
+            Revoked::Everyone => self.sessions.clear(),
         }
         Ok(())
     }
+
+    /// This user's cached sessions go when the transaction commits.
+    fn revoke_user(&mut self, user_id: i64) {
+        match &mut self.revoked {
+            Revoked::Nobody => self.revoked = Revoked::Users(vec![user_id]),
+            Revoked::Users(users) => users.push(user_id),
+            Revoked::Everyone => {}
+        }
+    }
+
+    /// Every cached session goes when the transaction commits.
+    fn revoke_everyone(&mut self) {
+        self.revoked = Revoked::Everyone;
+    }
+}
+
+/// Whose cached sessions a transaction ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Revoked {
+    Nobody,
+    Users(Vec<i64>),
+    Everyone,
 }
 
 /// Runs `work` on its own task and waits for it: dropping the waiter does not stop it.

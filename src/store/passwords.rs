@@ -150,7 +150,7 @@ impl Tx {
         user_id: i64,
         keep: Option<&str>,
     ) -> StoreResult<u64> {
-        self.revokes = true;
+        self.revoke_user(user_id);
         let done = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id <> $2")
             .bind(user_id)
             .bind(keep.unwrap_or(""))

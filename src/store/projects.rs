@@ -119,7 +119,7 @@ impl Tx {
     /// Deletes a project and everything of it (users, sessions, logs, queued messages);
     /// its users' uids are retired. False: no such project.
     pub async fn delete_project(&mut self, project_id: &str, now: i64) -> StoreResult<bool> {
-        self.revokes = true;
+        self.revoke_everyone();
         sqlx::query(
             "INSERT INTO retired_uids (uid, retired_at)
              SELECT uid, $2 FROM users WHERE project_id = $1 ON CONFLICT DO NOTHING",

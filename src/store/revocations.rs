@@ -1,7 +1,8 @@
 //! Revocations across replicas (PostgreSQL): a transaction that ends sessions or changes
-//! what Authorize reports sends a notification as it commits, and every replica empties
-//! its session cache when one arrives. The cache's TTL stays as the backstop for
-//! notifications missed while a listener reconnects. SQLite has no other replicas.
+//! what Authorize reports sends a notification as it commits, naming the users (or `*`
+//! for everyone), and every replica drops those users' cached sessions when it arrives.
+//! The cache's TTL stays as the backstop for notifications missed while a listener
+//! reconnects (it empties the cache when it is back). SQLite has no other replicas.
 
 use secrecy::ExposeSecret;
 use sqlx::postgres::PgListener;
@@ -11,6 +12,36 @@ use std::time::Duration;
 use super::{Backend, Store};
 
 pub(super) const CHANNEL: &str = "portcullis_revocations";
+
+/// NOTIFY payloads stay well under PostgreSQL's 8000 bytes; past this, everyone.
+const MAX_PAYLOAD: usize = 7000;
+
+/// The notification for `revoked`: user ids, comma-separated, or `*`.
+pub(super) fn payload(revoked: &super::Revoked) -> String {
+    match revoked {
+        super::Revoked::Users(users) => {
+            let list = users
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            if list.len() <= MAX_PAYLOAD {
+                list
+            } else {
+                "*".into()
+            }
+        }
+        _ => "*".into(),
+    }
+}
+
+/// The users a notification names; `None`: everyone (or a payload not understood).
+fn users_in(payload: &str) -> Option<Vec<i64>> {
+    payload
+        .split(',')
+        .map(|id| id.trim().parse::<i64>().ok())
+        .collect()
+}
 
 impl Store {
     /// Follows other replicas' revocations until `stopped` resolves. Returns at once on
@@ -39,7 +70,10 @@ impl Store {
                     received = listener.try_recv() => received,
                 };
                 match received {
-                    Ok(Some(_)) => self.sessions.clear(),
+                    Ok(Some(notification)) => match users_in(notification.payload()) {
+                        Some(users) => self.sessions.revoke_users(&users),
+                        None => self.sessions.clear(),
+                    },
                     // The connection dropped and came back: notifications may be lost.
                     Ok(None) => self.sessions.clear(),
                     Err(error) => {

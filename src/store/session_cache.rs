@@ -1,9 +1,10 @@
 //! A short-lived, bounded, in-process cache of live-session lookups for the hot path
 //! (Authorize, the Hasura webhook). Anything that ends a session or changes what
-//! Authorize reports (logout, deleting a user, renaming) empties it in this process as
-//! its transaction commits; on PostgreSQL the commit also notifies the other replicas,
-//! which empty theirs (`revocations`). The TTL is the backstop should a notification be
-//! missed (a replica reconnecting to the database).
+//! Authorize reports (logout, deleting a user, renaming) drops that user's entries in this
+//! process as its transaction commits; on PostgreSQL the commit also notifies the other
+//! replicas, naming the users, and they drop theirs (`revocations`). Everyone else's
+//! entries stay. The TTL is the backstop should a notification be missed (a replica
+//! reconnecting to the database empties its cache).
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -11,12 +12,19 @@ use std::time::{Duration, Instant};
 
 use super::SessionUser;
 
+#[derive(Debug, Default)]
+struct Entries {
+    /// By the SHA-256 of the presented token (opaque or JWT).
+    by_token: HashMap<[u8; 32], (Instant, SessionUser)>,
+    /// The tokens cached for each user, to drop them when the user's sessions change.
+    by_user: HashMap<i64, Vec<[u8; 32]>>,
+}
+
 #[derive(Debug)]
 pub(super) struct SessionCache {
     ttl: Duration,
     capacity: usize,
-    /// By the SHA-256 of the presented token (opaque or JWT).
-    entries: RwLock<HashMap<[u8; 32], (Instant, SessionUser)>>,
+    entries: RwLock<Entries>,
 }
 
 impl SessionCache {
@@ -31,7 +39,7 @@ impl SessionCache {
     /// A cached live session: fresh enough and not past its own expiry at `now`.
     pub(super) fn get(&self, key: &[u8; 32], now: i64) -> Option<SessionUser> {
         let entries = self.entries.read().expect("cache lock poisoned");
-        let (cached_at, session) = entries.get(key)?;
+        let (cached_at, session) = entries.by_token.get(key)?;
         (cached_at.elapsed() < self.ttl && session.expires_at > now).then(|| session.clone())
     }
 
@@ -40,15 +48,45 @@ impl SessionCache {
             return;
         }
         let mut entries = self.entries.write().expect("cache lock poisoned");
-        if entries.len() >= self.capacity {
-            // Rare at this size; starting over is cheaper than tracking recency.
-            entries.clear();
+        if entries.by_token.len() >= self.capacity {
+            // Full: first what has outlived the TTL, and only if that is not enough, all.
+            let ttl = self.ttl;
+            entries
+                .by_token
+                .retain(|_, (cached_at, _)| cached_at.elapsed() < ttl);
+            if entries.by_token.len() >= self.capacity {
+                entries.by_token.clear();
+            }
+            let Entries { by_token, by_user } = &mut *entries;
+            by_user.retain(|_, keys| {
+                keys.retain(|key| by_token.contains_key(key));
+                !keys.is_empty()
+            });
         }
-        entries.insert(key, (Instant::now(), session));
+        let user = session.user.id;
+        if entries
+            .by_token
+            .insert(key, (Instant::now(), session))
+            .is_none()
+        {
+            entries.by_user.entry(user).or_default().push(key);
+        }
+    }
+
+    /// Drops every entry of these users.
+    pub(super) fn revoke_users(&self, users: &[i64]) {
+        let mut entries = self.entries.write().expect("cache lock poisoned");
+        for user in users {
+            for key in entries.by_user.remove(user).unwrap_or_default() {
+                entries.by_token.remove(&key);
+            }
+        }
     }
 
     pub(super) fn clear(&self) {
-        self.entries.write().expect("cache lock poisoned").clear();
+        let mut entries = self.entries.write().expect("cache lock poisoned");
+        entries.by_token.clear();
+        entries.by_user.clear();
     }
 }
 
@@ -103,5 +141,37 @@ mod tests {
         assert!(cache.get(&[2; 32], 0).is_some());
         cache.clear();
         assert!(cache.get(&[2; 32], 0).is_none());
+    }
+
+    #[test]
+    fn revoking_a_user_drops_only_that_users_tokens() {
+        let cache = SessionCache::new(Duration::from_secs(60), 100);
+        let of = |user: i64| {
+            let mut session = session(100);
+            session.user.id = user;
+            session
+        };
+        cache.put([1; 32], of(1)); // an opaque token of user 1
+        cache.put([2; 32], of(1)); // and its JWT
+        cache.put([3; 32], of(2));
+        cache.revoke_users(&[1]);
+        assert!(cache.get(&[1; 32], 0).is_none() && cache.get(&[2; 32], 0).is_none());
+        assert!(cache.get(&[3; 32], 0).is_some(), "other users stay cached");
+        cache.put([1; 32], of(1));
+        assert!(
+            cache.get(&[1; 32], 0).is_some(),
+            "and the user can be cached again"
+        );
+    }
+
+    #[test]
+    fn a_full_cache_first_drops_what_outlived_the_ttl() {
+        let cache = SessionCache::new(Duration::from_millis(20), 2);
+        cache.put([1; 32], session(100));
+        std::thread::sleep(Duration::from_millis(30));
+        cache.put([2; 32], session(100));
+        cache.put([3; 32], session(100)); // full: [1] is stale and goes, [2] stays
+        assert!(cache.get(&[2; 32], 0).is_some());
+        assert!(cache.get(&[3; 32], 0).is_some());
     }
 }

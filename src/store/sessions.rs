@@ -78,12 +78,15 @@ impl Store {
 
 impl Tx {
     pub async fn delete_session(&mut self, id: &str) -> StoreResult<bool> {
-        self.revokes = true;
-        let done = sqlx::query("DELETE FROM sessions WHERE id = $1")
-            .bind(id)
-            .execute(&mut *self.tx)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        let user: Option<i64> =
+            sqlx::query_scalar("DELETE FROM sessions WHERE id = $1 RETURNING user_id")
+                .bind(id)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+        if let Some(user) = user {
+            self.revoke_user(user);
+        }
+        Ok(user.is_some())
     }
 
     pub async fn insert_session(&mut self, session: &NewSession) -> StoreResult<()> {

@@ -85,7 +85,7 @@ impl Tx {
         .rows_affected()
             == 1;
         if removed {
-            self.revokes = true;
+            self.revoke_user(user_id);
             sqlx::query("DELETE FROM sessions WHERE user_id = $1")
                 .bind(user_id)
                 .execute(&mut *self.tx)
@@ -121,7 +121,7 @@ impl Tx {
 
     /// Renames a user; `Conflict` when the name is taken in the project.
     pub async fn rename_user(&mut self, user_id: i64, name: &str, now: i64) -> StoreResult<()> {
-        self.revokes = true;
+        self.revoke_user(user_id);
         sqlx::query("UPDATE users SET name = $1, verified_at = $2 WHERE id = $3")
             .bind(name)
             .bind(now)
@@ -134,7 +134,7 @@ impl Tx {
     /// Deletes a user; sessions, login requests and recovery tokens go with it (foreign
     /// keys cascade).
     pub async fn delete_user(&mut self, user_id: i64, now: i64) -> StoreResult<bool> {
-        self.revokes = true;
+        self.revoke_user(user_id);
         sqlx::query(
             "INSERT INTO retired_uids (uid, retired_at) SELECT uid, $2 FROM users WHERE id = $1
              ON CONFLICT DO NOTHING",

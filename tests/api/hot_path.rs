@@ -97,3 +97,54 @@ async fn with_the_database_gone_forged_tokens_are_still_refused_at_once() {
     );
     relay.restore();
 }
+
+/// A logout drops that user's cached sessions on every replica and no one else's: the
+/// others keep being answered from memory (here, while the database is unreachable).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_drops_only_that_users_cache_entries_on_every_replica() {
+    let Some((relay, database)) = Relay::postgres_database().await else {
+        return;
+    };
+    // Replicas share the public URL (the JWT issuer) and, as both deliver from the one
+    // outbox table, the outbox folder.
+    let issuer = Some("https://auth.replicas.test".to_owned());
+    let first = spawn_app_on(database, |s| s.public_url = issuer.clone()).await;
+    let outbox = first.outbox.clone();
+    let second = spawn_app_on(first.database.shared(), |s| {
+        s.public_url = issuer.clone();
+        s.mail_outbox = outbox;
+    })
+    .await;
+    let leaving = first.log_in("leaving@example.com").await;
+    let staying = first.log_in("staying@example.com").await;
+    for token in [leaving.token(), staying.token(), staying.jwt()] {
+        assert_eq!(
+            second.authorize(token).await.role(),
+            Role::User,
+            "{token:.20}"
+        );
+    }
+    first.logout(leaving.token()).await.unwrap();
+    let dropped = wait_for_async(|| async {
+        (second.authorize(leaving.token()).await.role() == Role::Public).then_some(())
+    })
+    .await;
+    assert!(
+        dropped.is_some(),
+        "the other replica drops the logged-out session"
+    );
+    relay.cut();
+    for token in [staying.token(), staying.jwt()] {
+        let answer = second
+            .authentication
+            .clone()
+            .authorize(portcullis::grpc::pb::AuthorizeRequest {
+                token: token.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("answered from the cache, no database needed");
+        assert_eq!(answer.get_ref().role(), Role::User);
+    }
+    relay.restore();
+}
