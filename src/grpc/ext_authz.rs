@@ -49,24 +49,24 @@ impl Authorization for ExtAuthzApi {
             allow_public: extension("allow_public") == Some("true"),
         };
         Ok(Response::new(match self.auth.gate(check).await? {
-            GateDecision::Allow(pass) => allowed(&pass),
+            GateDecision::Allow(pass) => allowed(pass),
             GateDecision::Deny(refusal) => denied(refusal),
         }))
     }
 }
 
-fn allowed(pass: &Pass) -> CheckResponse {
+fn allowed(pass: Pass) -> CheckResponse {
     let mut ok = OkHttpResponseBuilder::new();
-    for (name, value) in &pass.set {
+    for (name, value) in pass.set {
         ok.add_header(
-            *name,
-            value.clone(),
+            name,
+            value,
             Some(HeaderAppendAction::OverwriteIfExistsOrAdd),
             false,
         );
     }
-    for name in &pass.remove {
-        ok.remove_header(*name);
+    for name in pass.remove {
+        ok.remove_header(name);
     }
     // The status built directly: tonic's `Status::ok` allocates a metadata map per call.
     let mut response = CheckResponse {
