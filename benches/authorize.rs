@@ -24,6 +24,11 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// mimalloc: per-thread caches instead of glibc's arena locks, which showed in profiles of
+/// the hot path (allocation-heavy gRPC messages on all cores).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let seconds: u64 = env_or("PORTCULLIS_BENCH_SECONDS", 5);
