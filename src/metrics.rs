@@ -114,18 +114,25 @@ fn describe() {
 }
 
 /// A finished RPC. `service` and `method` must come from a bounded set (the caller
-/// maps unknown paths to "unknown").
-pub fn rpc_handled(service: &str, method: &str, code: &str, took: Duration) {
-    let labels = [
-        ("grpc_type", "unary".to_owned()),
-        ("grpc_service", service.to_owned()),
-        ("grpc_method", method.to_owned()),
-    ];
-    counter!("grpc_server_started_total", &labels).increment(1);
-    let mut handled = labels.to_vec();
-    handled.push(("grpc_code", code.to_owned()));
-    counter!("grpc_server_handled_total", &handled).increment(1);
-    histogram!("grpc_server_handling_seconds", &labels).record(took.as_secs_f64());
+/// maps unknown paths to "unknown"). On every call: only the method name is copied.
+pub fn rpc_handled(service: &'static str, method: &str, code: &'static str, took: Duration) {
+    let method = metrics::SharedString::from(method.to_owned());
+    counter!(
+        "grpc_server_started_total",
+        "grpc_type" => "unary", "grpc_service" => service, "grpc_method" => method.clone()
+    )
+    .increment(1);
+    counter!(
+        "grpc_server_handled_total",
+        "grpc_type" => "unary", "grpc_service" => service, "grpc_method" => method.clone(),
+        "grpc_code" => code
+    )
+    .increment(1);
+    histogram!(
+        "grpc_server_handling_seconds",
+        "grpc_type" => "unary", "grpc_service" => service, "grpc_method" => method
+    )
+    .record(took.as_secs_f64());
 }
 
 /// A finished HTTP request on a known route (or "unmatched").

@@ -49,16 +49,54 @@ pub async fn tag_route(
 
 /// `(service, method)` of a gRPC path, for the services this server has; unknown paths
 /// (anyone can send any) are one "unknown" label.
-fn rpc_labels(path: &str) -> (&str, &str) {
+fn rpc_labels(path: &str) -> (&'static str, &str) {
+    const OTHERS: [&str; 3] = [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ];
     let known = |service: &str| {
-        crate::grpc::SERVICE_NAMES.contains(&service)
-            || service == "grpc.health.v1.Health"
-            || service.starts_with("grpc.reflection.")
+        crate::grpc::SERVICE_NAMES
+            .iter()
+            .chain(&OTHERS)
+            .find(|known| **known == service)
+            .copied()
     };
     match path.trim_start_matches('/').split_once('/') {
-        Some((service, method)) if known(service) && !method.contains('/') => (service, method),
+        Some((service, method)) if !method.contains('/') => match known(service) {
+            Some(service) => (service, method),
+            None => ("unknown", "unknown"),
+        },
         _ => ("unknown", "unknown"),
     }
+}
+
+/// The name of a gRPC status code, as tonic spells it (without formatting one per call).
+fn grpc_code_name(code: i32) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "Ok",
+        "Cancelled",
+        "Unknown",
+        "InvalidArgument",
+        "DeadlineExceeded",
+        "NotFound",
+        "AlreadyExists",
+        "PermissionDenied",
+        "ResourceExhausted",
+        "FailedPrecondition",
+        "Aborted",
+        "OutOfRange",
+        "Unimplemented",
+        "Internal",
+        "Unavailable",
+        "DataLoss",
+        "Unauthenticated",
+    ];
+    usize::try_from(code)
+        .ok()
+        .and_then(|code| NAMES.get(code))
+        .copied()
+        .unwrap_or("Unknown")
 }
 
 /// Logs each request once it is answered.
@@ -122,10 +160,10 @@ pub async fn log_request(request: Request<Body>, next: Next) -> Response {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<i32>().ok())
             .unwrap_or(0);
-        let code = format!("{:?}", tonic::Code::from_i32(code));
-        span.record("status", code.as_str());
+        let code = grpc_code_name(code);
+        span.record("status", code);
         let (service, method) = rpc_labels(&path);
-        crate::metrics::rpc_handled(service, method, &code, started.elapsed());
+        crate::metrics::rpc_handled(service, method, code, started.elapsed());
         tracing::info!(
             target: "request",
             transport = "grpc",
@@ -171,4 +209,24 @@ macro_rules! security_event {
     ($event:literal $(, $($field:tt)*)?) => {
         tracing::info!(target: "security", event = $event $(, $($field)*)?, "security event")
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_names_follow_tonic_and_unknown_services_are_one_label() {
+        for code in 0..=16 {
+            assert_eq!(
+                grpc_code_name(code),
+                format!("{:?}", tonic::Code::from_i32(code))
+            );
+        }
+        assert_eq!(
+            rpc_labels("/portcullis.v1.AuthenticationService/Authorize"),
+            ("portcullis.v1.AuthenticationService", "Authorize")
+        );
+        assert_eq!(rpc_labels("/made.up.Service/X"), ("unknown", "unknown"));
+    }
 }
