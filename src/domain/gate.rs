@@ -27,6 +27,14 @@ pub struct PresentedToken<'a> {
 }
 
 impl<'a> PresentedToken<'a> {
+    /// The token Hasura's webhook passes on: `x-token` (the published API's header), else
+    /// `Authorization: Bearer`. No cookie: the published webhook never read one.
+    pub fn webhook_token(&self) -> &'a str {
+        self.x_token
+            .or_else(|| self.authorization.and_then(bearer_token))
+            .unwrap_or_default()
+    }
+
     /// The token: `Authorization: Bearer`, else the named cookie, else `x-token`.
     pub fn token(&self, cookie_name: &str) -> Option<&'a str> {
         self.authorization
@@ -163,6 +171,26 @@ mod tests {
             ..PresentedToken::default()
         };
         assert_eq!(basic.token("portcullis_token"), None);
+    }
+
+    #[test]
+    fn the_webhook_reads_x_token_first_then_bearer_and_never_a_cookie() {
+        let both = PresentedToken {
+            authorization: Some("Bearer from-header"),
+            cookie: Some("portcullis_token=from-cookie"),
+            x_token: Some("from-x-token"),
+        };
+        assert_eq!(both.webhook_token(), "from-x-token");
+        let bearer = PresentedToken {
+            x_token: None,
+            ..both
+        };
+        assert_eq!(bearer.webhook_token(), "from-header");
+        let cookie_only = PresentedToken {
+            cookie: Some("portcullis_token=from-cookie"),
+            ..PresentedToken::default()
+        };
+        assert_eq!(cookie_only.webhook_token(), "");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::errors::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiQuery, ClientAddress};
+use crate::domain::PresentedToken;
 use crate::service::{Auth, Authenticated, Authorization, IssuedSession, RecoveryOutcome};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
@@ -313,8 +314,17 @@ async fn hasura(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let token = hasura_token(header("x-token"), header("authorization"));
-    hasura_answer(&auth, token, params.project_id.as_deref()).await
+    let presented = PresentedToken {
+        authorization: header("authorization"),
+        x_token: header("x-token"),
+        cookie: None,
+    };
+    hasura_answer(
+        &auth,
+        presented.webhook_token(),
+        params.project_id.as_deref(),
+    )
+    .await
 }
 
 /// Hasura's POST mode (`HASURA_GRAPHQL_AUTH_HOOK_MODE=POST`): the client's headers come
@@ -344,16 +354,17 @@ async fn hasura_post(
             .find(|(key, _)| key.eq_ignore_ascii_case(name))
             .map(|(_, value)| value.as_str())
     };
-    let token = hasura_token(header("x-token"), header("authorization"));
-    hasura_answer(&auth, token, params.project_id.as_deref()).await
-}
-
-/// The token Hasura passed on: `x-token` (the published API's header), else
-/// `Authorization: Bearer`.
-fn hasura_token<'a>(x_token: Option<&'a str>, authorization: Option<&'a str>) -> &'a str {
-    x_token
-        .or_else(|| authorization.and_then(crate::domain::bearer_token))
-        .unwrap_or_default()
+    let presented = PresentedToken {
+        authorization: header("authorization"),
+        x_token: header("x-token"),
+        cookie: None,
+    };
+    hasura_answer(
+        &auth,
+        presented.webhook_token(),
+        params.project_id.as_deref(),
+    )
+    .await
 }
 
 async fn hasura_answer(
