@@ -27,12 +27,13 @@ use crate::error::{Error, Result};
 use crate::jwt::JwtKeys;
 use crate::store::{ProjectRecord, Store};
 
+pub use crate::store::ProjectSummary;
 pub use events::{LogPage, MAX_LOG_DATA_LEN};
 pub use gate::{GateCheck, GateDecision};
 pub use login::{Authenticated, LINK_PATH};
 pub use operator::RotatedTokens;
 pub use password::{Me, ResetLink, ResetLinkState};
-pub use projects::{CreatedProject, ProjectSettings, ProjectSummary, SettingsChange};
+pub use projects::{CreatedProject, ProjectSettings, SettingsChange};
 pub use recovery::{Recovered, RecoveryOutcome};
 pub use sessions::{Authorization, IssuedSession, UserInfo};
 pub use users::{ImportRow, ImportedRow, MAX_IMPORT_BATCH};

@@ -4,7 +4,7 @@ use super::Auth;
 use crate::domain::{Email, LoginCode, SecretToken, TokenKind};
 use crate::error::{Error, Result};
 use crate::jwt::ExternalKey;
-use crate::store::{NewProject, NewUser, ProjectRecord, Tx};
+use crate::store::{NewProject, NewUser, ProjectRecord, ProjectSummary, Tx};
 
 /// A new project with its tokens. The admin token is shown here once and stored only as
 /// a hash.
@@ -103,30 +103,10 @@ impl Auth {
     }
 }
 
-/// A project as an operator lists it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ProjectSummary {
-    pub project_id: String,
-    pub name: String,
-    pub created_at: i64,
-    pub users: i64,
-}
-
 impl Auth {
     /// Every project, for the operator's command line.
     pub async fn list_projects(&self) -> Result<Vec<ProjectSummary>> {
-        Ok(self
-            .store()
-            .list_projects()
-            .await?
-            .into_iter()
-            .map(|(project_id, name, created_at, users)| ProjectSummary {
-                project_id,
-                name,
-                created_at,
-                users,
-            })
-            .collect())
+        Ok(self.store().list_projects().await?)
     }
 
     /// A new app token for the project; the old one stops working at once. Returned

@@ -68,25 +68,15 @@ impl Store {
 }
 
 impl Store {
-    /// Every project: (id, name, created_at, users), oldest first.
-    pub async fn list_projects(&self) -> StoreResult<Vec<(String, String, i64, i64)>> {
-        let rows = sqlx::query(
-            "SELECT p.id, p.name, p.created_at,
+    /// Every project with its user count, oldest first.
+    pub async fn list_projects(&self) -> StoreResult<Vec<ProjectSummary>> {
+        Ok(sqlx::query_as(
+            "SELECT p.id AS project_id, p.name, p.created_at,
                     (SELECT COUNT(*) FROM users u WHERE u.project_id = p.id) AS users
              FROM projects p ORDER BY p.created_at, p.id",
         )
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok((
-                    row.try_get("id")?,
-                    row.try_get("name")?,
-                    row.try_get("created_at")?,
-                    row.try_get("users")?,
-                ))
-            })
-            .collect()
+        .await?)
     }
 }
 

@@ -101,6 +101,17 @@ fn redacted(secret: &Option<String>) -> Option<&'static str> {
     secret.as_ref().map(|_| "[redacted]")
 }
 
+record! {
+    /// A project as an operator lists it.
+    #[derive(Clone, Debug, serde::Serialize)]
+    pub struct ProjectSummary {
+        pub project_id: String,
+        pub name: String,
+        pub created_at: i64,
+        pub users: i64,
+    }
+}
+
 pub struct NewProject {
     pub id: String,
     pub name: String,
