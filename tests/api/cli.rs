@@ -518,15 +518,11 @@ async fn healthcheck_exits_0_for_a_serving_server_and_1_otherwise() {
     .await
     .unwrap();
     assert!(from_listen.success(), "{from_listen:?}");
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
     let output = portcullis()
         .args([
             "healthcheck",
             "--address",
-            &format!("127.0.0.1:{}", closed.port()),
+            &format!("127.0.0.1:{}", free_port()),
         ])
         .output()
         .unwrap();
@@ -541,11 +537,7 @@ async fn logs_have_a_line_per_request_and_per_security_event_and_no_secrets() {
     use std::sync::{Arc, Mutex};
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("logs.db").display());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let outbox = dir.path().join("outbox");
     let mut child = portcullis()
         .args([
@@ -572,17 +564,7 @@ async fn logs_have_a_line_per_request_and_per_security_event_and_no_secrets() {
             }
         })
     };
-    // The first start prints the project on stdout.
-    let mut project = std::collections::HashMap::new();
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        if let Some((key, value)) = line.trim().split_once(": ") {
-            project.insert(key.trim().to_owned(), value.trim().to_owned());
-        }
-        if line.contains("admin_token:") {
-            break;
-        }
-    }
+    let project = first_start_project(child.stdout.take().unwrap());
     let (project_id, app_token, admin_token) = (
         project["project_id"].clone(),
         project["app_token"].clone(),

@@ -928,3 +928,30 @@ fn hex(text: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
         .collect()
 }
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// What `portcullis serve` prints about the project it created on a first start
+/// (`project_id`, `app_token`, `admin_token`, `owner`), read from its standard output.
+pub fn first_start_project(
+    stdout: impl std::io::Read,
+) -> std::collections::HashMap<String, String> {
+    use std::io::BufRead;
+    let mut project = std::collections::HashMap::new();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.expect("stdout");
+        if let Some((key, value)) = line.trim().split_once(": ") {
+            project.insert(key.trim().to_owned(), value.trim().to_owned());
+        }
+        if line.contains("admin_token:") {
+            break;
+        }
+    }
+    project
+}

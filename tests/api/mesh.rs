@@ -335,14 +335,6 @@ async fn spawn_upstream() -> u16 {
     port
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A config file from `deploy/proxies/` with its placeholders filled in.
 fn deploy_config(file: &str, portcullis: u16, upstream: u16, listen: u16, project: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

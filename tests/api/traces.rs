@@ -10,7 +10,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::trace::v1::Span;
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
@@ -51,11 +50,7 @@ async fn a_callers_traceparent_parents_the_request_span_and_transactions_are_chi
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--database-url")
@@ -72,14 +67,7 @@ async fn a_callers_traceparent_parents_the_request_span_and_transactions_are_chi
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut app_token = String::new();
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        if let Some(token) = line.trim().strip_prefix("app_token:") {
-            app_token = token.trim().to_owned();
-            break;
-        }
-    }
+    let app_token = first_start_project(child.stdout.take().unwrap())["app_token"].clone();
 
     let trace_id: [u8; 16] = rand_bytes();
     let http_parent: [u8; 8] = rand_bytes();
