@@ -965,3 +965,26 @@ async fn the_envoy_istio_and_traefik_configs_name_what_the_server_serves() {
         .expect("a jwksUri");
     assert!(jwks_uri.ends_with(jwks_path), "{jwks_uri}");
 }
+
+/// The cookie the gate reads is the one the setting names, and only that one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gate_reads_the_cookie_the_setting_names() {
+    let app = spawn_app_with(Backend::Sqlite, |settings| {
+        settings.policy.authz_cookie = "acme_session".into();
+    })
+    .await;
+    let user = app.log_in("ada@example.com").await;
+    let url = format!(
+        "{}/auth/forward?project_id={}",
+        app.address, app.project.project_id
+    );
+    let with_cookie = |cookie: String| app.http.get(&url).header("cookie", cookie).send();
+    let named = with_cookie(format!("theme=dark; acme_session={}", user.token()))
+        .await
+        .unwrap();
+    assert_eq!(named.status(), StatusCode::OK);
+    let default_name = with_cookie(format!("portcullis_token={}", user.token()))
+        .await
+        .unwrap();
+    assert_eq!(default_name.status(), StatusCode::UNAUTHORIZED);
+}
