@@ -1,0 +1,899 @@
+//! The load generator: every hot and write path of the service, each printed beside its
+//! baseline measured in the same run on the same box (the machine is noisy; only ratios
+//! within one run mean something).
+//!
+//! Rows: the empty gRPC call; Authorize with a live opaque token, a JWT, a forged token
+//! and a revoked one; ext_authz Check; a trivial HTTP route; forward auth; the Hasura
+//! webhook; raw single-row insert transactions and primary-key selects on the same
+//! database; code-login starts (`/api/authenticate`, new names, many addresses) and the
+//! outbox draining them; raw argon2id; password logins; Authorize while password logins
+//! saturate the hashing pool, and while 100 sessions a second are logged out; the
+//! process's memory after it all.
+//!
+//! Run: `cargo bench --bench load`. SQLite always (one replica: one file on one host);
+//! PostgreSQL too, with one and with two replicas, when PORTCULLIS_BENCH_POSTGRES_URL names
+//! a server (each run gets a fresh database). PORTCULLIS_BENCH_SECONDS (5) per row,
+//! PORTCULLIS_BENCH_IN_FLIGHT (64) calls in flight, PORTCULLIS_BENCH_ONLY (`sqlite`,
+//! `postgres`), PORTCULLIS_BENCH_ROWS (`reads,http,writes,passwords,revocations`: the
+//! groups of rows to run; the empty call and Authorize alone always run). The servers run in this process; the memory figure covers them and the
+//! load generator together. It prints figures and a Markdown table; it asserts nothing.
+
+use envoy_types::ext_authz::v3::pb::CheckRequest;
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use portcullis::domain::TrustedProxies;
+use portcullis::grpc::pb::authentication_service_client::AuthenticationServiceClient;
+use portcullis::grpc::pb::password_service_client::PasswordServiceClient;
+use portcullis::grpc::pb::{AuthorizeRequest, LoginRequest, Role};
+use portcullis::service::{Auth, Authenticated, CreatedProject, Policy};
+use portcullis::{Application, Settings};
+use sqlx::{Connection, Executor};
+use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+/// The service's allocator, so the figures are the service's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Password accounts the login rows cycle through.
+const ACCOUNTS: usize = 32;
+/// Sessions logged out per second in the revocation row.
+const LOGOUTS_PER_SECOND: u64 = 100;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let load = Load {
+        duration: Duration::from_secs(env_or("PORTCULLIS_BENCH_SECONDS", 5)),
+        in_flight: env_or("PORTCULLIS_BENCH_IN_FLIGHT", 64),
+        groups: env_or("PORTCULLIS_BENCH_ROWS", String::new())
+            .split(',')
+            .filter(|g| !g.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    };
+    let only: String = env_or("PORTCULLIS_BENCH_ONLY", String::new());
+    let postgres: Option<String> = std::env::var("PORTCULLIS_BENCH_POSTGRES_URL").ok();
+    println!(
+        "{} calls in flight, {} s a row, {} cores",
+        load.in_flight,
+        load.duration.as_secs(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let mut tables = String::new();
+    if only.is_empty() || only == "sqlite" {
+        let dir = tempfile::tempdir()?;
+        let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+        let raw = format!("sqlite://{}?mode=rwc", dir.path().join("raw.db").display());
+        tables += &bench("SQLite, 1 replica", &url, &raw, 1, &load).await?;
+        tables += &memory_line();
+    }
+    if let Some(admin) = postgres.filter(|_| only.is_empty() || only == "postgres") {
+        for replicas in [1, 2] {
+            let service = PostgresDatabase::create(&admin, "service").await?;
+            let raw = PostgresDatabase::create(&admin, "raw").await?;
+            let label = format!("PostgreSQL, {replicas} replica(s)");
+            tables += &bench(&label, &service.url, &raw.url, replicas, &load).await?;
+            service.drop().await?;
+            raw.drop().await?;
+        }
+    }
+    println!("\n{tables}");
+    Ok(())
+}
+
+/// Runs every row against `replicas` servers on `url`; the raw baselines on `raw_url`.
+/// Returns the Markdown table.
+async fn bench(
+    label: &str,
+    url: &str,
+    raw_url: &str,
+    replicas: usize,
+    load: &Load,
+) -> anyhow::Result<String> {
+    println!("\n== {label} ==");
+    let cluster = Cluster::start(url, replicas).await?;
+    let mut table = Table::new(label);
+
+    // Connections up, code paths warm: the first row would otherwise pay for them.
+    cluster
+        .authorize(&load.warm_up(), vec![forged_token()], Role::Public)
+        .await;
+    let empty = {
+        let clients: Vec<_> = cluster
+            .grpc
+            .iter()
+            .cloned()
+            .map(HealthClient::new)
+            .collect();
+        load.run(move |worker| {
+            let mut client = clients[worker % clients.len()].clone();
+            async move {
+                let request = HealthCheckRequest {
+                    service: String::new(),
+                };
+                client.check(request).await.is_ok()
+            }
+        })
+        .await
+    };
+    table.row("empty gRPC call (health Check)", &empty, None);
+
+    let sessions = cluster.sessions(load.in_flight).await?;
+    let opaque: Vec<String> = sessions.iter().map(|(token, _)| token.clone()).collect();
+    let jwts: Vec<String> = sessions.iter().map(|(_, jwt)| jwt.clone()).collect();
+    let revoked = cluster.revoked_tokens(load.in_flight).await?;
+    let forged = vec![forged_token()];
+    let alone = cluster.authorize(load, opaque.clone(), Role::User).await;
+    table.row(
+        "Authorize, live opaque token",
+        &alone,
+        Some(("empty call", &empty)),
+    );
+    if load.wants("reads") {
+        let jwt = cluster.authorize(load, jwts, Role::User).await;
+        table.row("Authorize, JWT", &jwt, Some(("empty call", &empty)));
+        let stats = cluster.authorize(load, forged, Role::Public).await;
+        table.row(
+            "Authorize, forged opaque",
+            &stats,
+            Some(("empty call", &empty)),
+        );
+        let raw_select = raw_selects(raw_url, load).await?;
+        table.row("raw primary-key select", &raw_select, None);
+        let stats = cluster.authorize(load, revoked, Role::Public).await;
+        table.row(
+            "Authorize, revoked token (database read)",
+            &stats,
+            Some(("raw select", &raw_select)),
+        );
+
+        let stats = {
+            let clients: Vec<_> = cluster
+                .grpc
+                .iter()
+                .cloned()
+                .map(AuthorizationClient::new)
+                .collect();
+            let check = Arc::new(check_request(&opaque[0], &cluster.project.project_id));
+            load.run(move |worker| {
+                let mut client = clients[worker % clients.len()].clone();
+                let request = (*check).clone();
+                async move {
+                    let answer = client.check(request).await;
+                    answer.is_ok_and(|a| a.into_inner().status.is_some_and(|s| s.code == 0))
+                }
+            })
+            .await
+        };
+        table.row("ext_authz Check", &stats, Some(("empty call", &empty)));
+    }
+    if load.wants("http") {
+        let trivial = cluster.http_get(load, "/.well-known/jwks.json", None).await;
+        table.row("HTTP trivial route (JWKS)", &trivial, None);
+        let forward = format!("/auth/forward?project_id={}", cluster.project.project_id);
+        let stats = cluster
+            .http_get(
+                load,
+                &forward,
+                Some(("authorization", format!("Bearer {}", opaque[0]))),
+            )
+            .await;
+        table.row("forward auth", &stats, Some(("trivial route", &trivial)));
+        let stats = cluster
+            .http_get(load, "/api/hasura", Some(("x-token", opaque[0].clone())))
+            .await;
+        table.row("Hasura webhook", &stats, Some(("trivial route", &trivial)));
+    }
+    if load.wants("writes") {
+        if let Some(path) = raw_url.strip_prefix("sqlite://") {
+            let path = path.split('?').next().unwrap_or(path).to_owned() + ".native";
+            let native = tokio::task::spawn_blocking({
+                let duration = load.duration;
+                move || native_sqlite_inserts(&path, duration)
+            })
+            .await??;
+            table.row("raw insert transaction, SQLite C API", &native, None);
+        }
+        let raw_insert = raw_inserts(raw_url, load.duration).await?;
+        table.row(
+            "raw insert transaction, sqlx, one connection",
+            &raw_insert,
+            None,
+        );
+        let stats = cluster.code_starts(load).await;
+        table.row(
+            "code-login start (new names, many addresses)",
+            &stats,
+            Some(("raw insert", &raw_insert)),
+        );
+        let (mails, drained) = cluster.drain_outbox().await?;
+        table.note(format!(
+            "outbox: {mails} messages left after the code-start row, drained in {:.1} s",
+            drained.as_secs_f64()
+        ));
+    }
+    if load.wants("passwords") {
+        let hashing = raw_argon2(load.duration).await;
+        let concurrency = Policy::default().password_hashing_concurrency;
+        let hash_limit = Stats {
+            rate: hashing.rate * concurrency as f64,
+            ..hashing
+        };
+        table.row(
+            &format!("raw argon2id x {concurrency} hashing thread(s)"),
+            &hash_limit,
+            None,
+        );
+        let accounts = cluster.password_accounts().await?;
+        let stats = cluster.password_logins(load, &accounts).await;
+        table.row(
+            "password login",
+            &stats,
+            Some(("raw argon2id", &hash_limit)),
+        );
+        let (logins, during) = tokio::join!(
+            cluster.password_logins(load, &accounts),
+            cluster.authorize(load, opaque.clone(), Role::User)
+        );
+        table.row(
+            "Authorize while logins saturate hashing",
+            &during,
+            Some(("Authorize alone", &alone)),
+        );
+        table.row("  (password logins meanwhile)", &logins, None);
+    }
+    if load.wants("revocations") {
+        let logged_out = Arc::new(AtomicU64::new(0));
+        let revoker = tokio::spawn(cluster.clone().log_out_continuously(logged_out.clone()));
+        let started = Instant::now();
+        let during = cluster.authorize(load, opaque.clone(), Role::User).await;
+        let logouts = logged_out.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+        revoker.abort();
+        table.row(
+            &format!("Authorize during {logouts:.0} logouts/s"),
+            &during,
+            Some(("Authorize alone", &alone)),
+        );
+    }
+    Ok(table.markdown())
+}
+
+/// How hard and how long each row pushes.
+struct Load {
+    duration: Duration,
+    in_flight: usize,
+    /// Row groups to run (`reads`, `http`, `writes`, `passwords`, `revocations`); empty: all.
+    groups: Vec<String>,
+}
+
+#[derive(Clone, Copy)]
+struct Stats {
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+    failures: u64,
+}
+
+impl Load {
+    fn wants(&self, group: &str) -> bool {
+        self.groups.is_empty() || self.groups.iter().any(|g| g == group)
+    }
+
+    fn warm_up(&self) -> Load {
+        Load {
+            duration: Duration::from_secs(1),
+            in_flight: self.in_flight,
+            groups: Vec::new(),
+        }
+    }
+
+    /// `in_flight` loops calling `call(worker)` for the row's duration.
+    async fn run<F, Fut>(&self, call: F) -> Stats
+    where
+        F: Fn(usize) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send,
+    {
+        self.run_with(self.in_flight, call).await
+    }
+
+    async fn run_with<F, Fut>(&self, in_flight: usize, call: F) -> Stats
+    where
+        F: Fn(usize) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send,
+    {
+        let deadline = Instant::now() + self.duration;
+        let workers: Vec<_> = (0..in_flight)
+            .map(|worker| {
+                let call = call.clone();
+                tokio::spawn(async move {
+                    let mut latencies = Vec::new();
+                    let mut failures = 0u64;
+                    while Instant::now() < deadline {
+                        let start = Instant::now();
+                        if !call(worker).await {
+                            failures += 1;
+                        }
+                        latencies.push(start.elapsed());
+                    }
+                    (latencies, failures)
+                })
+            })
+            .collect();
+        let mut latencies = Vec::new();
+        let mut failures = 0;
+        for worker in workers {
+            let (l, f) = worker.await.expect("worker");
+            latencies.extend(l);
+            failures += f;
+        }
+        Stats::of(latencies, failures, self.duration)
+    }
+}
+
+impl Stats {
+    fn of(mut latencies: Vec<Duration>, failures: u64, duration: Duration) -> Stats {
+        latencies.sort_unstable();
+        let pct = |p: f64| {
+            latencies
+                .get(((latencies.len() as f64 * p) as usize).min(latencies.len().max(1) - 1))
+                .copied()
+                .unwrap_or_default()
+        };
+        Stats {
+            rate: latencies.len() as f64 / duration.as_secs_f64(),
+            p50: pct(0.50),
+            p99: pct(0.99),
+            failures,
+        }
+    }
+}
+
+/// The rows of one configuration, printed as they come and as Markdown at the end.
+struct Table {
+    title: String,
+    rows: Vec<String>,
+    notes: Vec<String>,
+}
+
+impl Table {
+    fn new(title: &str) -> Table {
+        Table {
+            title: title.to_owned(),
+            rows: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    fn row(&mut self, label: &str, stats: &Stats, baseline: Option<(&str, &Stats)>) {
+        let ratio = baseline
+            .map(|(name, base)| format!("{:.2}x {name}", stats.rate / base.rate))
+            .unwrap_or_default();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "{label:<46} {:>9.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  failures {:<5} {ratio}",
+            stats.rate,
+            ms(stats.p50),
+            ms(stats.p99),
+            stats.failures
+        );
+        self.rows.push(format!(
+            "| {label} | {:.0}/s | {:.2} ms | {:.2} ms | {} | {ratio} |",
+            stats.rate,
+            ms(stats.p50),
+            ms(stats.p99),
+            stats.failures
+        ));
+    }
+
+    fn note(&mut self, note: String) {
+        println!("{note}");
+        self.notes.push(note);
+    }
+
+    fn markdown(&self) -> String {
+        let mut out = format!(
+            "### {}\n\n| row | rate | p50 | p99 | failures | against its baseline |\n| --- | ---: | ---: | ---: | ---: | --- |\n",
+            self.title
+        );
+        for row in &self.rows {
+            let _ = writeln!(out, "{row}");
+        }
+        for note in &self.notes {
+            let _ = writeln!(out, "\n{note}");
+        }
+        out + "\n"
+    }
+}
+
+/// The process's resident memory now and at its peak, from /proc (Linux).
+fn memory_line() -> String {
+    std::thread::sleep(Duration::from_secs(2));
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|line| line.starts_with(name))
+            .map(|line| line[name.len()..].trim().to_owned())
+            .unwrap_or_else(|| "?".into())
+    };
+    let line = format!(
+        "Memory of the whole bench process (server and load generator), 2 s after the SQLite rows: RSS {}, peak {}\n\n",
+        field("VmRSS:"),
+        field("VmHWM:")
+    );
+    println!("{line}");
+    line
+}
+
+/// Servers sharing one database, with a project, and clients for each.
+#[derive(Clone)]
+struct Cluster {
+    auths: Vec<Auth>,
+    grpc: Vec<Channel>,
+    http_bases: Vec<String>,
+    http: reqwest::Client,
+    project: Arc<CreatedProject>,
+    _outbox: Arc<tempfile::TempDir>,
+}
+
+impl Cluster {
+    async fn start(url: &str, replicas: usize) -> anyhow::Result<Cluster> {
+        let outbox = tempfile::tempdir()?;
+        let mut cluster = Cluster {
+            auths: Vec::new(),
+            grpc: Vec::new(),
+            http_bases: Vec::new(),
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(256)
+                .build()?,
+            project: Arc::new(CreatedProject {
+                project_id: String::new(),
+                name: String::new(),
+                app_token: String::new(),
+                admin_token: String::new(),
+                owner: None,
+            }),
+            _outbox: Arc::new(outbox),
+        };
+        for _ in 0..replicas {
+            let mut settings = Settings::for_database(url);
+            settings.mail_outbox = cluster._outbox.path().to_owned();
+            // One issuer for every replica, as behind one load balancer.
+            settings.public_url = Some("http://portcullis.bench".into());
+            // Clients reach us through a proxy on loopback that names them.
+            settings.policy.trusted_proxies =
+                TrustedProxies::parse("127.0.0.1/32").map_err(anyhow::Error::msg)?;
+            let app = Application::build(settings).await?;
+            let address = app.address();
+            cluster.auths.push(app.auth().clone());
+            tokio::spawn(app.run_until(std::future::pending()));
+            cluster.grpc.push(
+                Channel::from_shared(format!("http://{address}"))?
+                    .connect()
+                    .await?,
+            );
+            cluster.http_bases.push(format!("http://{address}"));
+        }
+        let project = cluster.auths[0]
+            .create_project("Bench", None, true, false)
+            .await?;
+        cluster.project = Arc::new(project);
+        Ok(cluster)
+    }
+
+    fn replica(&self, worker: usize) -> &Auth {
+        &self.auths[worker % self.auths.len()]
+    }
+
+    /// `count` anonymous sessions: (opaque token, JWT).
+    async fn sessions(&self, count: usize) -> anyhow::Result<Vec<(String, String)>> {
+        let mut sessions = Vec::with_capacity(count);
+        for _ in 0..count {
+            let Authenticated::Anonymous(session) = self.auths[0]
+                .authenticate(&self.project.app_token, "", None)
+                .await?
+            else {
+                anyhow::bail!("anonymous login did not return a session");
+            };
+            sessions.push((session.token, session.jwt));
+        }
+        Ok(sessions)
+    }
+
+    /// Tokens of sessions that were live (and cached) and then logged out.
+    async fn revoked_tokens(&self, count: usize) -> anyhow::Result<Vec<String>> {
+        let mut tokens = Vec::new();
+        for (i, (token, _)) in self.sessions(count).await?.into_iter().enumerate() {
+            self.replica(i).authorize(&token).await?;
+            self.auths[0].logout(&token).await?;
+            tokens.push(token);
+        }
+        Ok(tokens)
+    }
+
+    /// Authorize over gRPC, worker `i` with token `i` (cycling), expecting `role`.
+    async fn authorize(&self, load: &Load, tokens: Vec<String>, role: Role) -> Stats {
+        let clients: Vec<_> = self
+            .grpc
+            .iter()
+            .cloned()
+            .map(AuthenticationServiceClient::new)
+            .collect();
+        let tokens = Arc::new(tokens);
+        load.run(move |worker| {
+            let mut client = clients[worker % clients.len()].clone();
+            let token = tokens[worker % tokens.len()].clone();
+            async move {
+                let request = AuthorizeRequest {
+                    token,
+                    ..Default::default()
+                };
+                let answer = client.authorize(request).await;
+                answer.is_ok_and(|a| a.into_inner().role() == role)
+            }
+        })
+        .await
+    }
+
+    async fn http_get(&self, load: &Load, path: &str, header: Option<(&str, String)>) -> Stats {
+        let urls: Vec<String> = self
+            .http_bases
+            .iter()
+            .map(|b| format!("{b}{path}"))
+            .collect();
+        let (http, header) = (self.http.clone(), header.map(|(n, v)| (n.to_owned(), v)));
+        load.run(move |worker| {
+            let mut request = http.get(&urls[worker % urls.len()]);
+            if let Some((name, value)) = &header {
+                request = request.header(name, value);
+            }
+            async move { request.send().await.is_ok_and(|r| r.status() == 200) }
+        })
+        .await
+    }
+
+    /// `/api/authenticate` with a name never seen, from a client address of its own /24.
+    async fn code_starts(&self, load: &Load) -> Stats {
+        let next = Arc::new(AtomicU64::new(0));
+        let (http, bases) = (self.http.clone(), self.http_bases.clone());
+        let app_token = self.project.app_token.clone();
+        load.run(move |worker| {
+            let n = next.fetch_add(1, Ordering::Relaxed);
+            let request = http
+                .get(format!("{}/api/authenticate", bases[worker % bases.len()]))
+                .query(&[
+                    ("token", app_token.as_str()),
+                    ("name", &format!("bench-{n}@example.com")),
+                ])
+                .header(
+                    "x-forwarded-for",
+                    format!("10.{}.{}.7", (n >> 8) & 0xff, n & 0xff),
+                );
+            async move { request.send().await.is_ok_and(|r| r.status() == 200) }
+        })
+        .await
+    }
+
+    /// Waits (at most a minute) until every queued message went out: (messages queued
+    /// when the wait began, how long it took).
+    async fn drain_outbox(&self) -> anyhow::Result<(i64, Duration)> {
+        let started = Instant::now();
+        let backlog = |load: portcullis::service::Load| load.outbox.map_or(-1, |(n, _)| n);
+        let first = backlog(self.auths[0].load().await);
+        while backlog(self.auths[0].load().await) != 0 && started.elapsed().as_secs() < 60 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok((first, started.elapsed()))
+    }
+
+    /// Registers the password accounts: (email, password).
+    async fn password_accounts(&self) -> anyhow::Result<Arc<Vec<(String, String)>>> {
+        let mut accounts = Vec::new();
+        for i in 0..ACCOUNTS {
+            let email = format!("password-{i}@example.com");
+            let password = format!("{}-{i}-staple", forged_token());
+            self.auths[0]
+                .register_password(&self.project.project_id, &email, &password)
+                .await?;
+            accounts.push((email, password));
+        }
+        Ok(Arc::new(accounts))
+    }
+
+    /// Password logins over gRPC, 32 in flight, each worker on an account of its own.
+    async fn password_logins(&self, load: &Load, accounts: &Arc<Vec<(String, String)>>) -> Stats {
+        let clients: Vec<_> = self
+            .grpc
+            .iter()
+            .cloned()
+            .map(PasswordServiceClient::new)
+            .collect();
+        let (accounts, project_id) = (accounts.clone(), self.project.project_id.clone());
+        load.run_with(ACCOUNTS, move |worker| {
+            let mut client = clients[worker % clients.len()].clone();
+            let (username, password) = accounts[worker].clone();
+            let project_id = project_id.clone();
+            async move {
+                let request = LoginRequest {
+                    project_id,
+                    username,
+                    password,
+                };
+                client.login(request).await.is_ok()
+            }
+        })
+        .await
+    }
+
+    /// Forever: LOGOUTS_PER_SECOND times a second, a session is opened, authorized on
+    /// one replica (so it is cached there) and logged out on another.
+    async fn log_out_continuously(self, done: Arc<AtomicU64>) {
+        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / LOGOUTS_PER_SECOND));
+        for n in 0usize.. {
+            tick.tick().await;
+            let (cluster, done) = (self.clone(), done.clone());
+            tokio::spawn(async move {
+                let opened = cluster
+                    .replica(n)
+                    .authenticate(&cluster.project.app_token, "", None);
+                let Ok(Authenticated::Anonymous(session)) = opened.await else {
+                    return;
+                };
+                let _ = cluster.replica(n + 1).authorize(&session.token).await;
+                if cluster.replica(n).logout(&session.token).await.is_ok() {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    }
+}
+
+/// Single-row insert transactions from one connection, as fast as they go.
+async fn raw_inserts(url: &str, duration: Duration) -> anyhow::Result<Stats> {
+    let mut conn = sqlx::AnyConnection::connect(url).await?;
+    raw_schema(&mut conn, url).await?;
+    let mut latencies = Vec::new();
+    let deadline = Instant::now() + duration;
+    while Instant::now() < deadline {
+        let start = Instant::now();
+        let mut tx = conn.begin().await?;
+        sqlx::query("INSERT INTO bench_rows (name, created_at) VALUES ($1, $2)")
+            .bind(format!("row-{}", latencies.len()))
+            .bind(latencies.len() as i64)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        latencies.push(start.elapsed());
+    }
+    Ok(Stats::of(latencies, 0, duration))
+}
+
+/// Single-row insert transactions through SQLite's C API, one connection, WAL and NORMAL
+/// sync: the database's own limit, with no driver between.
+fn native_sqlite_inserts(path: &str, duration: Duration) -> anyhow::Result<Stats> {
+    use libsqlite3_sys as ffi;
+    use std::ffi::CString;
+    let exec = |db: *mut ffi::sqlite3, sql: &str| -> anyhow::Result<()> {
+        let sql = CString::new(sql)?;
+        // SAFETY: db is open; sql is NUL-terminated; no callback.
+        let rc = unsafe {
+            ffi::sqlite3_exec(
+                db,
+                sql.as_ptr(),
+                None,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
+        anyhow::ensure!(rc == ffi::SQLITE_OK, "sqlite3_exec failed: {rc}");
+        Ok(())
+    };
+    let file = CString::new(path)?;
+    let mut db = std::ptr::null_mut();
+    // SAFETY: out-pointer to a local; closed below.
+    let rc = unsafe { ffi::sqlite3_open(file.as_ptr(), &mut db) };
+    anyhow::ensure!(rc == ffi::SQLITE_OK, "sqlite3_open failed: {rc}");
+    exec(db, "PRAGMA journal_mode = WAL")?;
+    exec(db, "PRAGMA synchronous = NORMAL")?;
+    exec(
+        db,
+        "CREATE TABLE bench_rows (id INTEGER PRIMARY KEY, name TEXT NOT NULL, created_at INTEGER NOT NULL)",
+    )?;
+    let insert = CString::new("INSERT INTO bench_rows (name, created_at) VALUES (?1, ?2)")?;
+    let mut statement = std::ptr::null_mut();
+    // SAFETY: db is open; the statement is finalized below.
+    let rc = unsafe {
+        ffi::sqlite3_prepare_v2(
+            db,
+            insert.as_ptr(),
+            -1,
+            &mut statement,
+            std::ptr::null_mut(),
+        )
+    };
+    anyhow::ensure!(rc == ffi::SQLITE_OK, "prepare failed: {rc}");
+    let mut latencies = Vec::new();
+    let deadline = Instant::now() + duration;
+    while Instant::now() < deadline {
+        let start = Instant::now();
+        let name = format!("row-{}", latencies.len());
+        exec(db, "BEGIN")?;
+        // SAFETY: statement is prepared; SQLITE_TRANSIENT copies the text.
+        let rc = unsafe {
+            ffi::sqlite3_bind_text(
+                statement,
+                1,
+                name.as_ptr().cast(),
+                name.len() as i32,
+                ffi::SQLITE_TRANSIENT(),
+            );
+            ffi::sqlite3_bind_int64(statement, 2, latencies.len() as i64);
+            let rc = ffi::sqlite3_step(statement);
+            ffi::sqlite3_reset(statement);
+            rc
+        };
+        anyhow::ensure!(rc == ffi::SQLITE_DONE, "insert failed: {rc}");
+        exec(db, "COMMIT")?;
+        latencies.push(start.elapsed());
+    }
+    // SAFETY: both were created above and are not used after.
+    unsafe {
+        ffi::sqlite3_finalize(statement);
+        ffi::sqlite3_close(db);
+    }
+    Ok(Stats::of(latencies, 0, duration))
+}
+
+/// Primary-key selects over a pool the service's size, `in_flight` at once.
+async fn raw_selects(url: &str, load: &Load) -> anyhow::Result<Stats> {
+    let pool_size = if url.starts_with("sqlite") { 8 } else { 16 };
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(pool_size)
+        .connect(url)
+        .await?;
+    raw_schema(&mut *pool.acquire().await?, url).await?;
+    for i in 0..1000i64 {
+        sqlx::query("INSERT INTO bench_rows (name, created_at) VALUES ($1, $2)")
+            .bind(format!("seed-{i}"))
+            .bind(i)
+            .execute(&pool)
+            .await?;
+    }
+    let stats = load
+        .run(move |worker| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query("SELECT name, created_at FROM bench_rows WHERE id = $1")
+                    .bind((worker % 1000) as i64 + 1)
+                    .fetch_optional(&pool)
+                    .await
+                    .is_ok_and(|row| row.is_some())
+            }
+        })
+        .await;
+    Ok(stats)
+}
+
+/// The baseline table, in WAL mode with NORMAL sync on SQLite like the service's.
+async fn raw_schema(conn: &mut sqlx::AnyConnection, url: &str) -> anyhow::Result<()> {
+    sqlx::any::install_default_drivers();
+    if url.starts_with("sqlite") {
+        conn.execute("PRAGMA journal_mode = WAL").await?;
+        conn.execute("PRAGMA synchronous = NORMAL").await?;
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS bench_rows (id INTEGER PRIMARY KEY, name TEXT NOT NULL, created_at INTEGER NOT NULL)",
+        )
+        .await?;
+    } else {
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS bench_rows (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, created_at BIGINT NOT NULL)",
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// argon2id at the service's parameters (m=19456 KiB, t=2, p=1) on one core.
+async fn raw_argon2(duration: Duration) -> Stats {
+    tokio::task::spawn_blocking(move || {
+        use argon2::{Algorithm, Argon2, Params, Version};
+        let params = Params::new(19_456, 2, 1, Some(32)).expect("parameters");
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let mut out = [0u8; 32];
+        let mut latencies = Vec::new();
+        let deadline = Instant::now() + duration;
+        while Instant::now() < deadline {
+            let start = Instant::now();
+            argon2
+                .hash_password_into(
+                    b"correct horse battery staple",
+                    b"sixteen byte salt",
+                    &mut out,
+                )
+                .expect("hash");
+            latencies.push(start.elapsed());
+        }
+        Stats::of(latencies, 0, duration)
+    })
+    .await
+    .expect("hashing thread")
+}
+
+/// An opaque token never issued: random bytes and a wrong tag, as an attacker sends.
+fn forged_token() -> String {
+    use base64::Engine;
+    let mut body = [0u8; 42];
+    getrandom::getrandom(&mut body).expect("randomness");
+    format!(
+        "usr_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(body)
+    )
+}
+
+/// A Check as Envoy sends it for a request carrying `token`, on a route bound to `project`.
+fn check_request(token: &str, project: &str) -> CheckRequest {
+    use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    path: "/orders/1".into(),
+                    headers: [("authorization".to_owned(), format!("Bearer {token}"))].into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            context_extensions: [("project_id".to_owned(), project.to_owned())].into(),
+            ..Default::default()
+        }),
+    }
+}
+
+/// A fresh database on a PostgreSQL server, dropped at the end.
+struct PostgresDatabase {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl PostgresDatabase {
+    async fn create(admin: &str, purpose: &str) -> anyhow::Result<PostgresDatabase> {
+        let mut salt = [0u8; 4];
+        getrandom::getrandom(&mut salt)?;
+        let name = format!(
+            "portcullis_bench_{purpose}_{}_{}",
+            std::process::id(),
+            u32::from_le_bytes(salt)
+        );
+        let mut conn = sqlx::PgConnection::connect(admin).await?;
+        conn.execute(format!("CREATE DATABASE {name}").as_str())
+            .await?;
+        let base = admin.rsplit_once('/').map_or(admin, |(base, _)| base);
+        Ok(PostgresDatabase {
+            admin: admin.to_owned(),
+            url: format!("{base}/{name}"),
+            name,
+        })
+    }
+
+    async fn drop(self) -> anyhow::Result<()> {
+        let mut conn = sqlx::PgConnection::connect(&self.admin).await?;
+        conn.execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name).as_str())
+            .await?;
+        Ok(())
+    }
+}
