@@ -183,6 +183,7 @@ impl Default for WorkerConfig {
 }
 
 /// Runs until `shutdown` resolves, sending what is due; then lets the sends in flight end.
+/// Deliveries that finish together are recorded together, in one statement.
 pub async fn run_worker(
     store: Store,
     deliverer: Deliverer,
@@ -194,6 +195,7 @@ pub async fn run_worker(
     // This worker's name on its leases: a restarted process is a new owner.
     let owner = uuid::Uuid::new_v4().to_string();
     let mut sending = tokio::task::JoinSet::new();
+    let mut delivered = Vec::new();
     tokio::pin!(shutdown);
     loop {
         let room = config.in_flight.saturating_sub(sending.len());
@@ -224,16 +226,46 @@ pub async fn run_worker(
         }
         tokio::select! {
             _ = &mut shutdown => break,
-            Some(_) = sending.join_next(), if !sending.is_empty() => {}
+            Some(done) = sending.join_next(), if !sending.is_empty() => {
+                delivered.extend(done.ok().flatten());
+                while let Some(done) = sending.try_join_next() {
+                    delivered.extend(done.ok().flatten());
+                }
+                record_delivered(&store, &owner, &clock, &mut delivered).await;
+            }
             _ = signal.0.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
-    while sending.join_next().await.is_some() {}
+    while let Some(done) = sending.join_next().await {
+        delivered.extend(done.ok().flatten());
+    }
+    record_delivered(&store, &owner, &clock, &mut delivered).await;
+}
+
+/// Marks these messages sent; on a database error they stay in `delivered` for the next
+/// try (their leases may run out meanwhile, and they go again: at least once).
+async fn record_delivered(store: &Store, owner: &str, clock: &Clock, delivered: &mut Vec<i64>) {
+    if delivered.is_empty() {
+        return;
+    }
+    match store
+        .mark_messages_sent(delivered, owner, clock.now())
+        .await
+    {
+        Ok(lost) => {
+            for id in lost {
+                tracing::warn!(id, "sent after the lease was lost: may go twice");
+            }
+            delivered.clear();
+        }
+        Err(error) => tracing::warn!(%error, "could not record deliveries"),
+    }
 }
 
 /// Sends one leased message, renewing the lease meanwhile; stops (without recording
-/// anything) if the lease is lost, since another worker owns the message then.
+/// anything) if the lease is lost, since another worker owns the message then. Returns
+/// the id of a message delivered, for the worker to record; a failure is recorded here.
 async fn send_leased(
     store: Store,
     deliverer: Deliverer,
@@ -241,7 +273,7 @@ async fn send_leased(
     config: WorkerConfig,
     owner: String,
     message: OutboxMessage,
-) {
+) -> Option<i64> {
     let project_sms = match (message.channel, &message.project_id) {
         (Channel::Sms, Some(project_id)) => project_webhook(&store, project_id).await,
         _ => None,
@@ -262,43 +294,27 @@ async fn send_leased(
         outcome = deliverer.deliver(&message, project_sms) => outcome,
         () = renew => {
             tracing::warn!(id = message.id, "lease lost while sending: left to its new owner");
-            return;
+            return None;
         }
     };
     let channel = message.channel.as_str();
-    match &outcome {
+    match outcome {
         Ok(()) => {
-            crate::metrics::count_labelled("portcullis_messages_sent_total", "channel", channel)
+            crate::metrics::count_labelled("portcullis_messages_sent_total", "channel", channel);
+            Some(message.id)
         }
-        Err(_) => {
-            crate::metrics::count_labelled("portcullis_messages_failed_total", "channel", channel)
-        }
-    }
-    let recorded = match outcome {
-        Ok(()) => match store
-            .mark_message_sent(message.id, &owner, clock.now())
-            .await
-        {
-            Ok(true) => Ok(()),
-            Ok(false) => {
-                tracing::warn!(
-                    id = message.id,
-                    "sent after the lease was lost: may go twice"
-                );
-                Ok(())
-            }
-            Err(error) => Err(error),
-        },
         Err(error) => {
-            tracing::warn!(id = message.id, channel = message.channel.as_str(), %error, "delivery failed, will retry");
+            crate::metrics::count_labelled("portcullis_messages_failed_total", "channel", channel);
+            tracing::warn!(id = message.id, channel, %error, "delivery failed, will retry");
             let retry_at = clock.now() + backoff_seconds(message.attempts);
-            store
+            if let Err(error) = store
                 .mark_message_failed(message.id, &owner, retry_at, &error)
                 .await
+            {
+                tracing::warn!(id = message.id, %error, "could not record delivery outcome");
+            }
+            None
         }
-    };
-    if let Err(error) = recorded {
-        tracing::warn!(id = message.id, %error, "could not record delivery outcome");
     }
 }
 

@@ -11,25 +11,97 @@ use tracing::Instrument;
 use super::Auth;
 use crate::domain::{Password, Verdict, address_block};
 use crate::error::{Error, Result};
-use crate::store::{AttemptCount, Tx};
+use crate::store::{AttemptCount, SendingCounts, SendingQuery, Tx};
 
 const DAY_SECONDS: i64 = 24 * 3600;
 
+/// What sending a code may go ahead with: the client's address block to record on the
+/// login request, and whether the mail carries only the link (codes paused).
+#[derive(Debug)]
+pub(super) struct CodeSending {
+    pub client_block: Option<String>,
+    pub paused: bool,
+}
+
 impl Auth {
-    /// Refuses a message to `recipient` past either of its budgets (the short window and
-    /// the day), so codes cannot be farmed and nobody can be flooded. Locks the recipient
-    /// for the rest of the caller's transaction, which then queues the message.
-    pub(super) async fn check_message_budget(
+    /// Before a code (and link) goes to `recipient`: refuses it past the recipient's
+    /// budgets (the short window and the day), so codes cannot be farmed and nobody can
+    /// be flooded, and past the client address block's budget of login requests,
+    /// whatever names it asks for. Locks the recipient and the block for the rest of the
+    /// caller's transaction, which then queues the message; everything is counted in one
+    /// read.
+    pub(super) async fn check_code_sending(
+        &self,
+        tx: &mut Tx,
+        recipient: &str,
+        client: Option<IpAddr>,
+        now: i64,
+    ) -> Result<CodeSending> {
+        let policy = &self.inner.policy;
+        let block = client.map(address_block);
+        tx.lock_key(&format!("recipient:{recipient}")).await?;
+        if let Some(block) = &block {
+            tx.lock_key(&format!("address:{block}")).await?;
+        }
+        let counts = tx
+            .sending_counts(&self.sending_query(recipient, block.as_deref(), now))
+            .await?;
+        self.message_budget(&counts)?;
+        if block.is_some() && counts.requests_from_block >= policy.login_requests_per_address {
+            return Err(Error::TooManyRequests {
+                message: format!(
+                    "too many login requests from this address; try again in {} minutes",
+                    policy.message_window_seconds / 60
+                ),
+                retry_after_seconds: policy.message_window_seconds,
+            });
+        }
+        Ok(CodeSending {
+            client_block: block,
+            paused: counts.code_failures >= policy.code_failures_per_name,
+        })
+    }
+
+    /// [`Auth::check_code_sending`]'s recipient budget for mails that must not reveal it
+    /// (password flows): whether the message may be queued. Locks the recipient.
+    pub(super) async fn within_message_budget(
         &self,
         tx: &mut Tx,
         recipient: &str,
         now: i64,
-    ) -> Result<()> {
-        let policy = &self.inner.policy;
+    ) -> Result<bool> {
         tx.lock_key(&format!("recipient:{recipient}")).await?;
-        let window = policy.message_window_seconds;
-        if tx.count_messages_since(recipient, now - window).await? >= policy.messages_per_recipient
-        {
+        let counts = tx
+            .sending_counts(&self.sending_query(recipient, None, now))
+            .await?;
+        match self.message_budget(&counts) {
+            Ok(()) => Ok(true),
+            Err(Error::TooManyRequests { .. }) => Ok(false),
+            Err(other) => Err(other),
+        }
+    }
+
+    fn sending_query<'a>(
+        &self,
+        recipient: &'a str,
+        client_block: Option<&'a str>,
+        now: i64,
+    ) -> SendingQuery<'a> {
+        let policy = &self.inner.policy;
+        SendingQuery {
+            recipient,
+            window_since: now - policy.message_window_seconds,
+            day_since: now - DAY_SECONDS,
+            client_block,
+            block_since: now - policy.message_window_seconds,
+            failures_since: now - policy.code_failure_window_seconds,
+        }
+    }
+
+    fn message_budget(&self, counts: &SendingCounts) -> Result<()> {
+        let policy = &self.inner.policy;
+        if counts.messages_in_window >= policy.messages_per_recipient {
+            let window = policy.message_window_seconds;
             return Err(Error::TooManyRequests {
                 message: format!(
                     "too many codes were sent to this name; try again in {} minutes",
@@ -38,11 +110,7 @@ impl Auth {
                 retry_after_seconds: window,
             });
         }
-        if tx
-            .count_messages_since(recipient, now - DAY_SECONDS)
-            .await?
-            >= policy.messages_per_recipient_per_day
-        {
+        if counts.messages_in_day >= policy.messages_per_recipient_per_day {
             return Err(Error::TooManyRequests {
                 message: format!(
                     "this name got its {} messages for today; try again tomorrow",
@@ -52,48 +120,6 @@ impl Auth {
             });
         }
         Ok(())
-    }
-
-    /// [`Auth::check_message_budget`] for mails that must not reveal the budget (password
-    /// flows): whether the message may be queued.
-    pub(super) async fn within_message_budget(
-        &self,
-        tx: &mut Tx,
-        recipient: &str,
-        now: i64,
-    ) -> Result<bool> {
-        match self.check_message_budget(tx, recipient, now).await {
-            Ok(()) => Ok(true),
-            Err(Error::TooManyRequests { .. }) => Ok(false),
-            Err(other) => Err(other),
-        }
-    }
-
-    /// Refuses more login requests from one client address block than the policy allows
-    /// per window, whatever names it asks for; returns the block to record.
-    pub(super) async fn check_client_budget(
-        &self,
-        tx: &mut Tx,
-        client: Option<IpAddr>,
-        now: i64,
-    ) -> Result<Option<String>> {
-        let Some(client) = client else {
-            return Ok(None);
-        };
-        let block = address_block(client);
-        let policy = &self.inner.policy;
-        tx.lock_key(&format!("address:{block}")).await?;
-        let since = now - policy.message_window_seconds;
-        if tx.count_login_requests_from(&block, since).await? >= policy.login_requests_per_address {
-            return Err(Error::TooManyRequests {
-                message: format!(
-                    "too many login requests from this address; try again in {} minutes",
-                    policy.message_window_seconds / 60
-                ),
-                retry_after_seconds: policy.message_window_seconds,
-            });
-        }
-        Ok(Some(block))
     }
 
     /// Whether codes for `name` are paused: its wrong codes over the last day, across all

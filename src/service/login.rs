@@ -2,6 +2,7 @@
 //! CODE_TOKEN, the code, or the link. The same flow changes a user's name: the new name
 //! is taken only once the code sent to it is confirmed.
 
+use super::limits::CodeSending;
 use super::{Auth, parse_name, parse_token};
 use crate::domain::{LoginCode, Name, SecretToken, TokenHash, TokenKind};
 use crate::error::{Error, Result};
@@ -76,9 +77,9 @@ impl Auth {
     ) -> Result<Authenticated> {
         let now = self.now();
         let mut tx = self.store().begin().await?;
-        self.check_message_budget(&mut tx, name.as_str(), now)
+        let sending = self
+            .check_code_sending(&mut tx, name.as_str(), client, now)
             .await?;
-        let client_block = self.check_client_budget(&mut tx, client, now).await?;
         let (user, registration) = match tx.user_by_name(&project.id, name.as_str()).await? {
             Some(user) => (user, false),
             None => {
@@ -91,7 +92,7 @@ impl Auth {
             }
         };
         let code_token = self
-            .send_login_code(&mut tx, project, user.id, name, client_block, now)
+            .send_login_code(&mut tx, project, user.id, name, sending, now)
             .await?;
         tx.commit().await?;
         self.inner.outbox.notify();
@@ -161,11 +162,11 @@ impl Auth {
         if tx.user_by_name(&project.id, name.as_str()).await?.is_some() {
             return Err(name_taken());
         }
-        self.check_message_budget(&mut tx, name.as_str(), now)
+        let sending = self
+            .check_code_sending(&mut tx, name.as_str(), client, now)
             .await?;
-        let client_block = self.check_client_budget(&mut tx, client, now).await?;
         let code_token = self
-            .send_login_code(&mut tx, &project, user.id, name, client_block, now)
+            .send_login_code(&mut tx, &project, user.id, name, sending, now)
             .await?;
         tx.commit().await?;
         self.inner.outbox.notify();
@@ -199,7 +200,8 @@ impl Auth {
                 "a code was already entered for this login request, so it cannot be resent; start a new login",
             ));
         }
-        self.check_message_budget(&mut tx, name.as_str(), now)
+        let sending = self
+            .check_code_sending(&mut tx, name.as_str(), None, now)
             .await?;
         let project = self.project_by_id(&request.project_id).await?;
         let code = LoginCode::generate(project.codes.length);
@@ -214,8 +216,7 @@ impl Auth {
                 "this login request changed meanwhile; start a new login",
             ));
         }
-        let paused = self.codes_paused(&mut tx, name.as_str(), now).await?;
-        tx.enqueue_message(&self.code_message(&project, &name, &code, &link, paused, now))
+        tx.enqueue_message(&self.code_message(&project, &name, &code, &link, sending.paused, now))
             .await?;
         tx.commit().await?;
         self.inner.outbox.notify();
@@ -372,7 +373,7 @@ impl Auth {
         project: &ProjectRecord,
         user_id: i64,
         name: &Name,
-        client_block: Option<String>,
+        sending: CodeSending,
         now: i64,
     ) -> Result<String> {
         let code_token = SecretToken::generate(TokenKind::Code);
@@ -386,15 +387,14 @@ impl Auth {
             name: name.as_str().to_owned(),
             code_hmac: self.inner.code_key.seal(&token_hash, &code),
             link_token_hash: link.hash().0,
-            client_block,
+            client_block: sending.client_block,
             attempts_left: project.codes.attempts,
             expires_at: now + project.codes.lifetime_seconds,
             created_at: now,
         })
         .await?;
         crate::metrics::count("portcullis_code_logins_started_total");
-        let paused = self.codes_paused(tx, name.as_str(), now).await?;
-        tx.enqueue_message(&self.code_message(project, name, &code, &link, paused, now))
+        tx.enqueue_message(&self.code_message(project, name, &code, &link, sending.paused, now))
             .await?;
         Ok(code_token.into_string())
     }

@@ -38,22 +38,6 @@ impl Tx {
         Ok(())
     }
 
-    /// How many login requests came from this client address block since `since`.
-    pub async fn count_login_requests_from(
-        &mut self,
-        client_block: &str,
-        since: i64,
-    ) -> StoreResult<i64> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM login_requests WHERE client_block = $1 AND created_at >= $2",
-        )
-        .bind(client_block)
-        .bind(since)
-        .fetch_one(&mut *self.tx)
-        .await?;
-        Ok(row.try_get("n")?)
-    }
-
     pub async fn login_request(
         &mut self,
         token_hash: &[u8],

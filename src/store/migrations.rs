@@ -86,6 +86,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0013_operator_tokens.sql"),
         include_str!("../../migrations/postgres/0013_operator_tokens.sql"),
     ),
+    (
+        14,
+        "outbox seal keys",
+        include_str!("../../migrations/sqlite/0014_outbox_seal_keys.sql"),
+        include_str!("../../migrations/postgres/0014_outbox_seal_keys.sql"),
+    ),
 ];
 
 pub(super) fn migrator(backend: Backend) -> Migrator {

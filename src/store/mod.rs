@@ -123,7 +123,8 @@ impl Backend {
 /// connections to keep.
 #[derive(Clone, Debug)]
 pub struct DatabaseOptions {
-    /// Connections in the pool; `None`: 8 on SQLite (one writer anyway), 16 on PostgreSQL.
+    /// Connections in the pool; `None`: 8 on SQLite (for reads, beside the one writer
+    /// connection), 16 on PostgreSQL.
     pub pool_size: Option<u32>,
     /// PostgreSQL cancels a statement running longer (`statement_timeout`).
     pub statement: Duration,
@@ -152,7 +153,11 @@ const RELEASE_PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// A handle on the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
+    /// Reads outside transactions.
     pool: AnyPool,
+    /// Transactions and other writes: on SQLite one connection, so writers queue in the
+    /// process; on PostgreSQL the same pool as reads.
+    writer: AnyPool,
     backend: Backend,
     sessions: Arc<SessionCache>,
     /// Seals secrets at rest; set once the key is checked against the database.
@@ -177,85 +182,30 @@ impl Store {
                     .into(),
             ))
         })?;
-        let mut options = AnyPoolOptions::new()
-            .acquire_timeout(timeouts.acquire)
-            .idle_timeout(Duration::from_secs(300))
-            // Connections are renewed now and then, so none outlives a changed route.
-            .max_lifetime(Duration::from_secs(1800))
-            .after_release(|conn, _| {
-                Box::pin(async move {
-                    // A connection that comes back still inside a transaction was
-                    // abandoned mid-way (a failed ROLLBACK, or a cancelled BEGIN). Closing
-                    // it is the one sure way to end that transaction and free its locks.
-                    // The ping lets SQLite's worker finish a rollback it has queued, and
-                    // finds a PostgreSQL link that went silent: such a connection would
-                    // otherwise hang whoever gets it next.
-                    let alive = matches!(
-                        tokio::time::timeout(RELEASE_PING_TIMEOUT, conn.ping()).await,
-                        Ok(Ok(()))
-                    );
-                    Ok(alive && !conn.is_in_transaction())
-                })
-            });
         let url = match backend {
+            Backend::Sqlite if url.contains("mode=") => url.to_owned(),
+            Backend::Sqlite if url.contains('?') => format!("{url}&mode=rwc"),
+            Backend::Sqlite => format!("{url}?mode=rwc"),
+            Backend::Postgres => url.to_owned(),
+        };
+        let (pool, writer) = match backend {
             Backend::Sqlite => {
-                options = options
-                    .max_connections(timeouts.pool_size.unwrap_or(8))
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            // WAL lets readers run beside the one writer; NORMAL sync is
-                            // durable across application crashes, which is what WAL needs.
-                            sqlx::query("PRAGMA journal_mode = WAL")
-                                .execute(&mut *conn)
-                                .await?;
-                            sqlx::query("PRAGMA synchronous = NORMAL")
-                                .execute(&mut *conn)
-                                .await?;
-                            sqlx::query("PRAGMA foreign_keys = ON")
-                                .execute(&mut *conn)
-                                .await?;
-                            sqlx::query("PRAGMA busy_timeout = 5000")
-                                .execute(&mut *conn)
-                                .await?;
-                            Ok(())
-                        })
-                    });
-                if url.contains("mode=") {
-                    url.to_owned()
-                } else if url.contains('?') {
-                    format!("{url}&mode=rwc")
-                } else {
-                    format!("{url}?mode=rwc")
-                }
+                // SQLite has one writer. Writers queue here, in FIFO order and woken at
+                // once, rather than in SQLite's busy handler, which sleeps (1, 2, 5 ...
+                // 100 ms) between tries: under load most of a write's time went there.
+                let readers = pool_options(backend, timeouts.pool_size.unwrap_or(8), timeouts);
+                let writer = pool_options(backend, 1, timeouts);
+                (readers.connect_lazy(&url)?, writer.connect_lazy(&url)?)
             }
             Backend::Postgres => {
-                let statement = timeouts.statement.as_millis() as i64;
-                let idle = timeouts.idle_in_transaction.as_millis() as i64;
-                options = options
-                    .max_connections(timeouts.pool_size.unwrap_or(16))
-                    .after_connect(move |conn, _| {
-                        Box::pin(async move {
-                            // The server's side of a partition: it cancels what runs too long,
-                            // ends transactions whose client went quiet (freeing their locks)
-                            // and probes idle clients, dropping the dead ones.
-                            for setting in [
-                                format!("SET statement_timeout = {statement}"),
-                                format!("SET idle_in_transaction_session_timeout = {idle}"),
-                                "SET tcp_keepalives_idle = 10".to_owned(),
-                                "SET tcp_keepalives_interval = 5".to_owned(),
-                                "SET tcp_keepalives_count = 3".to_owned(),
-                            ] {
-                                sqlx::query(&setting).execute(&mut *conn).await?;
-                            }
-                            Ok(())
-                        })
-                    });
-                url.to_owned()
+                let pool = pool_options(backend, timeouts.pool_size.unwrap_or(16), timeouts)
+                    .connect_lazy(&url)?;
+                (pool.clone(), pool)
             }
         };
-        let pool = options.connect_lazy(&url)?;
         Ok(Store {
             pool,
+            writer,
             backend,
             sessions: Arc::new(SessionCache::new(Duration::ZERO, 0)),
             master: None,
@@ -271,7 +221,7 @@ impl Store {
 
     /// Applies pending migrations for this backend.
     pub async fn migrate(&self) -> StoreResult<()> {
-        migrations::migrator(self.backend).run(&self.pool).await?;
+        migrations::migrator(self.backend).run(&self.writer).await?;
         Ok(())
     }
 
@@ -326,6 +276,7 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 
     /// Starts a transaction. SQLite takes the write lock up front (`BEGIN IMMEDIATE`) so
@@ -344,7 +295,7 @@ impl Store {
                 Backend::Postgres => "postgresql",
             }
         );
-        let pool = self.pool.clone();
+        let pool = self.writer.clone();
         let backend = self.backend;
         let started = std::time::Instant::now();
         let tx = run_to_completion(async move {
@@ -363,6 +314,74 @@ impl Store {
             backend: self.backend,
             master: self.master.clone(),
         })
+    }
+}
+
+/// The pool settings of one backend: timeouts, renewal, the session settings each new
+/// connection gets, and the check each returned connection passes.
+fn pool_options(backend: Backend, size: u32, timeouts: &DatabaseOptions) -> AnyPoolOptions {
+    let options = AnyPoolOptions::new()
+        .max_connections(size)
+        .acquire_timeout(timeouts.acquire)
+        .idle_timeout(Duration::from_secs(300))
+        // Connections are renewed now and then, so none outlives a changed route.
+        .max_lifetime(Duration::from_secs(1800));
+    match backend {
+        Backend::Sqlite => options
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // WAL lets readers run beside the one writer; NORMAL sync is durable
+                    // across application crashes, which is what WAL needs.
+                    for pragma in [
+                        "PRAGMA journal_mode = WAL",
+                        "PRAGMA synchronous = NORMAL",
+                        "PRAGMA foreign_keys = ON",
+                        "PRAGMA busy_timeout = 5000",
+                    ] {
+                        sqlx::query(pragma).execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            // A connection that comes back still inside a transaction was abandoned
+            // mid-way (a failed ROLLBACK, or a cancelled BEGIN): closing it is the one sure
+            // way to end that transaction and free the write lock. SQLite's worker runs
+            // commands in order, so a rollback it has queued runs before the next user's.
+            .after_release(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) })),
+        Backend::Postgres => {
+            let statement = timeouts.statement.as_millis() as i64;
+            let idle = timeouts.idle_in_transaction.as_millis() as i64;
+            options
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        // The server's side of a partition: it cancels what runs too long,
+                        // ends transactions whose client went quiet (freeing their locks)
+                        // and probes idle clients, dropping the dead ones.
+                        for setting in [
+                            format!("SET statement_timeout = {statement}"),
+                            format!("SET idle_in_transaction_session_timeout = {idle}"),
+                            "SET tcp_keepalives_idle = 10".to_owned(),
+                            "SET tcp_keepalives_interval = 5".to_owned(),
+                            "SET tcp_keepalives_count = 3".to_owned(),
+                        ] {
+                            sqlx::query(&setting).execute(&mut *conn).await?;
+                        }
+                        Ok(())
+                    })
+                })
+                .after_release(|conn, _| {
+                    Box::pin(async move {
+                        // Also finds a link that went silent: such a connection would
+                        // otherwise hang whoever gets it next. An abandoned transaction
+                        // (see above) is closed with its connection.
+                        let alive = matches!(
+                            tokio::time::timeout(RELEASE_PING_TIMEOUT, conn.ping()).await,
+                            Ok(Ok(()))
+                        );
+                        Ok(alive && !conn.is_in_transaction())
+                    })
+                })
+        }
     }
 }
 

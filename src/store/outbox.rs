@@ -35,47 +35,35 @@ impl Store {
         if due.is_none() {
             return Ok(Vec::new());
         }
-        let mut tx = self.begin().await?;
+        // One statement leases the batch. A message another worker leased meanwhile no
+        // longer matches `next_attempt_at <= now` (PostgreSQL re-checks that condition
+        // on the row it waited for), so only one worker gets each.
         let rows: Vec<OutboxMessage> = sqlx::query_as(&format!(
-            "SELECT {} FROM outbox WHERE sent_at IS NULL AND next_attempt_at <= $1
-             ORDER BY next_attempt_at, id LIMIT $2",
+            "UPDATE outbox SET next_attempt_at = $1, lease_owner = $2
+             WHERE id IN (SELECT id FROM outbox WHERE sent_at IS NULL AND next_attempt_at <= $3
+                          ORDER BY next_attempt_at, id LIMIT $4)
+               AND sent_at IS NULL AND next_attempt_at <= $3
+             RETURNING {}",
             OutboxMessage::column_list()
         ))
+        .bind(now + lease_seconds)
+        .bind(owner)
         .bind(now)
         .bind(limit)
-        .fetch_all(&mut *tx.tx)
+        .fetch_all(&self.writer)
         .await?;
         let master = self.master()?;
-        let messages: Vec<OutboxMessage> = rows
+        let mut leased: Vec<OutboxMessage> = rows
             .into_iter()
             .map(|mut message| {
-                message.subject = master.open_text(
-                    &sealing::outbox_place("subject", message.id),
-                    &message.subject,
-                )?;
-                message.body =
-                    master.open_text(&sealing::outbox_place("body", message.id), &message.body)?;
+                let place =
+                    |column| sealing::outbox_place(column, message.id, message.seal_key.as_deref());
+                message.subject = master.open_text(&place("subject"), &message.subject)?;
+                message.body = master.open_text(&place("body"), &message.body)?;
                 Ok(message)
             })
             .collect::<StoreResult<_>>()?;
-        let mut leased = Vec::with_capacity(messages.len());
-        for message in messages {
-            // Only the replica whose update matches the row it read wins the lease.
-            let done = sqlx::query(
-                "UPDATE outbox SET next_attempt_at = $1, lease_owner = $4
-                 WHERE id = $2 AND next_attempt_at = $3 AND sent_at IS NULL",
-            )
-            .bind(now + lease_seconds)
-            .bind(message.id)
-            .bind(message.next_attempt_at)
-            .bind(owner)
-            .execute(&mut *tx.tx)
-            .await?;
-            if done.rows_affected() == 1 {
-                leased.push(message);
-            }
-        }
-        tx.commit().await?;
+        leased.sort_by_key(|message| message.id);
         Ok(leased)
     }
 
@@ -89,26 +77,47 @@ impl Store {
         .bind(until)
         .bind(id)
         .bind(owner)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
-    /// Records a delivery by the lease's owner; false when the lease was lost meanwhile.
-    pub async fn mark_message_sent(&self, id: i64, owner: &str, now: i64) -> StoreResult<bool> {
+    /// Records deliveries by the leases' owner, in one statement; returns the ids whose
+    /// lease was lost meanwhile (another worker may send those again).
+    pub async fn mark_messages_sent(
+        &self,
+        ids: &[i64],
+        owner: &str,
+        now: i64,
+    ) -> StoreResult<Vec<i64>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 3)).collect();
         // A delivered message keeps no subject or body: a copy of the database must not
         // hold live codes and links.
-        let done = sqlx::query(
+        let sql = format!(
             "UPDATE outbox SET sent_at = $1, attempts = attempts + 1, last_error = NULL,
                subject = '', body = '', lease_owner = NULL
-             WHERE id = $2 AND lease_owner = $3 AND sent_at IS NULL",
-        )
-        .bind(now)
-        .bind(id)
-        .bind(owner)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+             WHERE lease_owner = $2 AND sent_at IS NULL AND id IN ({})
+             RETURNING id",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(now).bind(owner);
+        for id in ids {
+            query = query.bind(*id);
+        }
+        let recorded: Vec<i64> = query
+            .fetch_all(&self.writer)
+            .await?
+            .iter()
+            .map(|row| row.try_get("id"))
+            .collect::<Result<_, _>>()?;
+        Ok(ids
+            .iter()
+            .copied()
+            .filter(|id| !recorded.contains(id))
+            .collect())
     }
 
     pub async fn mark_message_failed(
@@ -127,47 +136,62 @@ impl Store {
         .bind(error)
         .bind(id)
         .bind(owner)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
 }
 
 impl Tx {
-    /// How many messages were queued for this recipient since `since`.
-    pub async fn count_messages_since(&mut self, recipient: &str, since: i64) -> StoreResult<i64> {
+    /// What the limits on sending a code to `recipient` count, in one read: messages to
+    /// it in the window and in the day, login requests from the client's address block,
+    /// and wrong codes entered for it.
+    pub async fn sending_counts(&mut self, query: &SendingQuery<'_>) -> StoreResult<SendingCounts> {
         let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM outbox WHERE recipient = $1 AND created_at >= $2",
+            "SELECT
+               (SELECT COUNT(*) FROM outbox WHERE recipient = $1 AND created_at >= $2) AS in_window,
+               (SELECT COUNT(*) FROM outbox WHERE recipient = $1 AND created_at >= $3) AS in_day,
+               (SELECT COUNT(*) FROM login_requests WHERE client_block = $4 AND created_at >= $5)
+                 AS from_block,
+               (SELECT COUNT(*) FROM code_failures WHERE name = $1 AND failed_at >= $6)
+                 AS code_failures",
         )
-        .bind(recipient)
-        .bind(since)
+        .bind(query.recipient)
+        .bind(query.window_since)
+        .bind(query.day_since)
+        .bind(query.client_block)
+        .bind(query.block_since)
+        .bind(query.failures_since)
         .fetch_one(&mut *self.tx)
         .await?;
-        Ok(row.try_get("n")?)
+        Ok(SendingCounts {
+            messages_in_window: row.try_get("in_window")?,
+            messages_in_day: row.try_get("in_day")?,
+            requests_from_block: row.try_get("from_block")?,
+            code_failures: row.try_get("code_failures")?,
+        })
     }
 
-    /// Queues a message; its subject and body are sealed (bound to the row's id) until
-    /// it is delivered, then erased.
+    /// Queues a message; its subject and body are sealed (bound to a random key of the
+    /// row's own) until it is delivered, then erased.
     pub async fn enqueue_message(&mut self, message: &NewMessage) -> StoreResult<()> {
-        let row = sqlx::query(
-            "INSERT INTO outbox (channel, recipient, subject, body, sender, next_attempt_at, created_at, project_id)
-             VALUES ($1, $2, '', '', $3, $4, $4, $5) RETURNING id",
+        let seal_key = uuid::Uuid::new_v4().simple().to_string();
+        let master = self.master()?;
+        let place = |column| sealing::outbox_place(column, 0, Some(&seal_key));
+        sqlx::query(
+            "INSERT INTO outbox (channel, recipient, subject, body, sender, next_attempt_at, created_at, project_id, seal_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8)",
         )
         .bind(message.channel.as_str())
         .bind(&message.recipient)
+        .bind(master.seal_text(&place("subject"), &message.subject))
+        .bind(master.seal_text(&place("body"), &message.body))
         .bind(message.sender.as_deref())
         .bind(message.created_at)
         .bind(message.project_id.as_deref())
-        .fetch_one(&mut *self.tx)
+        .bind(&seal_key)
+        .execute(&mut *self.tx)
         .await?;
-        let id: i64 = row.try_get("id")?;
-        let master = self.master()?;
-        sqlx::query("UPDATE outbox SET subject = $1, body = $2 WHERE id = $3")
-            .bind(master.seal_text(&sealing::outbox_place("subject", id), &message.subject))
-            .bind(master.seal_text(&sealing::outbox_place("body", id), &message.body))
-            .bind(id)
-            .execute(&mut *self.tx)
-            .await?;
         Ok(())
     }
 }

@@ -284,6 +284,8 @@ record! {
         pub attempts: i64,
         pub next_attempt_at: i64,
         pub created_at: i64,
+        /// What the subject and body are sealed to; `None` on rows older than seal keys.
+        pub seal_key: Option<String>,
     }
 }
 
@@ -305,4 +307,24 @@ record! {
         pub data: Option<String>,
         pub created_at: i64,
     }
+}
+
+/// What [`Tx::sending_counts`](super::Tx::sending_counts) counts, and since when.
+#[derive(Clone, Copy, Debug)]
+pub struct SendingQuery<'a> {
+    pub recipient: &'a str,
+    pub window_since: i64,
+    pub day_since: i64,
+    /// `None`: no client address known, nothing counted for it.
+    pub client_block: Option<&'a str>,
+    pub block_since: i64,
+    pub failures_since: i64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendingCounts {
+    pub messages_in_window: i64,
+    pub messages_in_day: i64,
+    pub requests_from_block: i64,
+    pub code_failures: i64,
 }

@@ -25,8 +25,13 @@ pub(super) fn webhook_secret_place(project_id: &str) -> String {
 pub(super) fn external_key_place(project_id: &str) -> String {
     format!("projects.external_key_pem:{project_id}")
 }
-pub(super) fn outbox_place(column: &str, id: i64) -> String {
-    format!("outbox.{column}:{id}")
+/// Where an outbox value is sealed: the row's random seal key, or (rows queued before
+/// seal keys, migration 0014) its id.
+pub(super) fn outbox_place(column: &str, id: i64, seal_key: Option<&str>) -> String {
+    match seal_key {
+        Some(key) => format!("outbox.{column}:key:{key}"),
+        None => format!("outbox.{column}:{id}"),
+    }
 }
 
 /// What adopting a master key found.
@@ -174,11 +179,13 @@ impl Tx {
         )
         .execute(&mut *self.tx)
         .await?;
-        let rows = sqlx::query("SELECT id, subject, body FROM outbox WHERE sent_at IS NULL")
-            .fetch_all(&mut *self.tx)
-            .await?;
+        let rows =
+            sqlx::query("SELECT id, seal_key, subject, body FROM outbox WHERE sent_at IS NULL")
+                .fetch_all(&mut *self.tx)
+                .await?;
         for row in rows {
             let id: i64 = row.try_get("id")?;
+            let seal_key: Option<String> = row.try_get("seal_key")?;
             let current: [String; 2] = [row.try_get("subject")?, row.try_get("body")?];
             // Sealed already and not re-keyed: a start writes nothing.
             if old.is_none() && current.iter().all(|v| is_sealed_text(v)) {
@@ -186,7 +193,7 @@ impl Tx {
             }
             let mut values = Vec::new();
             for (column, value) in ["subject", "body"].into_iter().zip(current) {
-                let place = outbox_place(column, id);
+                let place = outbox_place(column, id, seal_key.as_deref());
                 values.push(match (is_sealed_text(&value), old) {
                     (true, Some(old)) => new.seal_text(&place, &old.open_text(&place, &value)?),
                     (true, None) => value,

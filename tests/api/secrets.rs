@@ -13,6 +13,7 @@ on_both_backends!(
     a_copy_of_the_database_opens_no_account,
     a_restart_keeps_sessions_and_a_wrong_key_is_refused_changing_nothing,
     plain_rows_from_an_older_version_are_sealed_at_start,
+    a_message_an_older_version_sealed_to_its_row_id_is_still_delivered,
 );
 
 async fn pool(app: &TestApp) -> sqlx::AnyPool {
@@ -132,14 +133,7 @@ async fn plain_rows_from_an_older_version_are_sealed_at_start(backend: Backend) 
     app.stop().await.unwrap();
 
     // Make the database look as an older version left it: everything plain, no check.
-    let key = match backend {
-        Backend::Postgres => TEST_MASTER_KEY.to_owned(),
-        Backend::Sqlite => {
-            let file = app.database.url.trim_start_matches("sqlite://").to_owned();
-            std::fs::read_to_string(format!("{file}.master-key")).unwrap()
-        }
-    };
-    let key = portcullis::domain::MasterKey::from_base64(&key).unwrap();
+    let key = master_key_of(&app, backend);
     let pool = pool(&app).await;
     for row in sqlx::query("SELECT kid, private_key FROM signing_keys")
         .fetch_all(&pool)
@@ -194,6 +188,47 @@ async fn plain_rows_from_an_older_version_are_sealed_at_start(backend: Backend) 
     assert!(!texts.iter().any(|t| t.contains("old-plain-secret")));
     // And still the same keys: the old JWT verifies.
     assert_eq!(restarted.authorize(session.jwt()).await.role(), Role::User);
+}
+
+/// The master key the test server seals with.
+fn master_key_of(app: &TestApp, backend: Backend) -> portcullis::domain::MasterKey {
+    let key = match backend {
+        Backend::Postgres => TEST_MASTER_KEY.to_owned(),
+        Backend::Sqlite => {
+            let file = app.database.url.trim_start_matches("sqlite://").to_owned();
+            std::fs::read_to_string(format!("{file}.master-key")).unwrap()
+        }
+    };
+    portcullis::domain::MasterKey::from_base64(&key).unwrap()
+}
+
+/// Before seal keys (migration 0014) an outbox row was sealed to its id: one queued by
+/// an older version just before an upgrade still goes out, readable.
+async fn a_message_an_older_version_sealed_to_its_row_id_is_still_delivered(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let key = master_key_of(&app, backend);
+    let pool = pool(&app).await;
+    let row = sqlx::query(
+        "INSERT INTO outbox (channel, recipient, subject, body, next_attempt_at, created_at)
+         VALUES ('email', 'upgraded@example.com', '', '', 0, $1) RETURNING id",
+    )
+    .bind(app.clock.now())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let id: i64 = row.try_get("id").unwrap();
+    sqlx::query("UPDATE outbox SET subject = $1, body = $2 WHERE id = $3")
+        .bind(key.seal_text(&format!("outbox.subject:{id}"), "Queued before the upgrade"))
+        .bind(key.seal_text(&format!("outbox.body:{id}"), "Your code is 4711."))
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let mail = app.wait_for_mail("upgraded@example.com", 1).await;
+    assert!(mail.contains("Queued before the upgrade"), "{mail}");
+    assert!(mail.contains("Your code is 4711."), "{mail}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
