@@ -7,16 +7,16 @@
 //! webhook; raw single-row insert transactions and primary-key selects on the same
 //! database; code-login starts (`/api/authenticate`, new names, many addresses) and the
 //! outbox draining them; raw argon2id; password logins; Authorize while password logins
-//! saturate the hashing pool, and while 100 sessions a second are logged out; the
-//! process's memory after it all.
+//! saturate the hashing pool, and while 100 sessions a second are logged out. (The
+//! memory of the real binary under mixed load is the soak's to measure: `benches/soak.rs`.)
 //!
 //! Run: `cargo bench --bench load`. SQLite always (one replica: one file on one host);
 //! PostgreSQL too, with one and with two replicas, when PORTCULLIS_BENCH_POSTGRES_URL names
 //! a server (each run gets a fresh database). PORTCULLIS_BENCH_SECONDS (5) per row,
 //! PORTCULLIS_BENCH_IN_FLIGHT (64) calls in flight, PORTCULLIS_BENCH_ONLY (`sqlite`,
 //! `postgres`), PORTCULLIS_BENCH_ROWS (`reads,http,writes,passwords,revocations`: the
-//! groups of rows to run; the empty call and Authorize alone always run). The servers run in this process; the memory figure covers them and the
-//! load generator together. It prints figures and a Markdown table; it asserts nothing.
+//! groups of rows to run; the empty call and Authorize alone always run). The servers run
+//! in this process. It prints figures and a Markdown table; it asserts nothing.
 
 use envoy_types::ext_authz::v3::pb::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
@@ -77,7 +77,6 @@ async fn main() -> anyhow::Result<()> {
         let url = format!("sqlite://{}", dir.path().join("bench.db").display());
         let raw = format!("sqlite://{}?mode=rwc", dir.path().join("raw.db").display());
         tables += &bench("SQLite, 1 replica", &url, &raw, 1, &load).await?;
-        tables += &memory_line();
     }
     if let Some(admin) = postgres.filter(|_| only.is_empty() || only == "postgres") {
         for replicas in [1, 2] {
@@ -415,26 +414,6 @@ impl Table {
         }
         out + "\n"
     }
-}
-
-/// The process's resident memory now and at its peak, from /proc (Linux).
-fn memory_line() -> String {
-    std::thread::sleep(Duration::from_secs(2));
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|line| line.starts_with(name))
-            .map(|line| line[name.len()..].trim().to_owned())
-            .unwrap_or_else(|| "?".into())
-    };
-    let line = format!(
-        "Memory of the whole bench process (server and load generator), 2 s after the SQLite rows: RSS {}, peak {}\n\n",
-        field("VmRSS:"),
-        field("VmHWM:")
-    );
-    println!("{line}");
-    line
 }
 
 /// Servers sharing one database, with a project, and clients for each.

@@ -331,6 +331,12 @@ async fn soak(backend: &str, duration: Duration, fault_every: Duration) -> anyho
     let duplicated_recipients = received.values().filter(|&&n| n > 1).count();
     let duplicated_ids = sink.duplicate_message_ids();
 
+    // What each process keeps once the load is over and the mail is out.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let settled_rss: Vec<u64> = {
+        let replicas = replicas.lock().await;
+        replicas.iter().filter_map(Replica::rss_kib).collect()
+    };
     {
         let mut replicas = replicas.lock().await;
         for replica in replicas.iter_mut() {
@@ -355,6 +361,7 @@ async fn soak(backend: &str, duration: Duration, fault_every: Duration) -> anyho
         lost,
         duplicated_recipients,
         duplicated_ids,
+        &settled_rss,
     ))
 }
 
@@ -743,6 +750,7 @@ fn report(
     lost: usize,
     duplicated_recipients: usize,
     duplicated_ids: usize,
+    settled_rss: &[u64],
 ) -> String {
     use std::fmt::Write;
     let mut out = String::new();
@@ -805,6 +813,15 @@ fn report(
         out,
         "RSS per replica, largest in each minute (minute:MiB): {}",
         series.join(" ")
+    );
+    let settled: Vec<String> = settled_rss
+        .iter()
+        .map(|kib| format!("{}", kib / 1024))
+        .collect();
+    let _ = writeln!(
+        out,
+        "RSS per replica 2 s after the load stopped and the mail went out (MiB): {}",
+        settled.join(" ")
     );
     out
 }
