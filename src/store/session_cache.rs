@@ -20,6 +20,29 @@ struct Entries {
     by_user: HashMap<i64, Vec<[u8; 32]>>,
 }
 
+impl Entries {
+    /// Full: first what has outlived the TTL goes, then, if that is not enough, the oldest
+    /// quarter. Everyone else stays cached (wiping it all would send every caller to the
+    /// database at once). Linear, once per `capacity / 4` inserts at most.
+    fn make_room(&mut self, ttl: Duration, capacity: usize) {
+        self.by_token
+            .retain(|_, (cached_at, _)| cached_at.elapsed() < ttl);
+        if self.by_token.len() >= capacity {
+            let mut ages: Vec<Instant> = self.by_token.values().map(|(at, _)| *at).collect();
+            let oldest = (capacity / 4).clamp(1, ages.len()) - 1;
+            let (_, cutoff, _) = ages.select_nth_unstable(oldest);
+            let cutoff = *cutoff;
+            self.by_token
+                .retain(|_, (cached_at, _)| *cached_at > cutoff);
+        }
+        let Entries { by_token, by_user } = self;
+        by_user.retain(|_, keys| {
+            keys.retain(|key| by_token.contains_key(key));
+            !keys.is_empty()
+        });
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct SessionCache {
     ttl: Duration,
@@ -49,19 +72,7 @@ impl SessionCache {
         }
         let mut entries = self.entries.write().expect("cache lock poisoned");
         if entries.by_token.len() >= self.capacity {
-            // Full: first what has outlived the TTL, and only if that is not enough, all.
-            let ttl = self.ttl;
-            entries
-                .by_token
-                .retain(|_, (cached_at, _)| cached_at.elapsed() < ttl);
-            if entries.by_token.len() >= self.capacity {
-                entries.by_token.clear();
-            }
-            let Entries { by_token, by_user } = &mut *entries;
-            by_user.retain(|_, keys| {
-                keys.retain(|key| by_token.contains_key(key));
-                !keys.is_empty()
-            });
+            entries.make_room(self.ttl, self.capacity);
         }
         let user = session.user.id;
         if entries
@@ -136,11 +147,29 @@ mod tests {
         let cache = SessionCache::new(Duration::from_secs(60), 2);
         for i in 0..3 {
             cache.put([i; 32], session(100));
+            std::thread::sleep(Duration::from_millis(1));
         }
         assert!(cache.get(&[0; 32], 0).is_none());
         assert!(cache.get(&[2; 32], 0).is_some());
         cache.clear();
         assert!(cache.get(&[2; 32], 0).is_none());
+    }
+
+    #[test]
+    fn a_full_cache_drops_its_oldest_quarter_and_keeps_the_rest() {
+        let cache = SessionCache::new(Duration::from_secs(60), 100);
+        for i in 0..100u8 {
+            cache.put([i; 32], session(100));
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        cache.put([200; 32], session(100));
+        let kept = (0..100u8)
+            .filter(|i| cache.get(&[*i; 32], 0).is_some())
+            .count();
+        assert_eq!(kept, 75, "the 25 oldest went, not everything");
+        assert!(cache.get(&[0; 32], 0).is_none(), "the oldest went");
+        assert!(cache.get(&[99; 32], 0).is_some(), "the newest stayed");
+        assert!(cache.get(&[200; 32], 0).is_some());
     }
 
     #[test]
