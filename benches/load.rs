@@ -211,6 +211,14 @@ async fn bench(
             &raw_insert,
             None,
         );
+        if raw_url.starts_with("sqlite") {
+            let native_sqlx = raw_inserts_native_sqlx(raw_url, load.duration).await?;
+            table.row(
+                "  the same through sqlx's SqliteConnection",
+                &native_sqlx,
+                None,
+            );
+        }
         let stats = cluster.code_starts(load).await;
         table.row(
             "code-login start (new names, many addresses)",
@@ -731,6 +739,26 @@ fn native_sqlite_inserts(path: &str, duration: Duration) -> anyhow::Result<Stats
     unsafe {
         ffi::sqlite3_finalize(statement);
         ffi::sqlite3_close(db);
+    }
+    Ok(Stats::of(latencies, 0, duration))
+}
+
+/// [`raw_inserts`] through sqlx's own SQLite connection rather than its `Any` driver,
+/// which the service uses: what the `Any` layer costs.
+async fn raw_inserts_native_sqlx(url: &str, duration: Duration) -> anyhow::Result<Stats> {
+    let mut conn = sqlx::SqliteConnection::connect(url).await?;
+    let mut latencies = Vec::new();
+    let deadline = Instant::now() + duration;
+    while Instant::now() < deadline {
+        let start = Instant::now();
+        let mut tx = conn.begin().await?;
+        sqlx::query("INSERT INTO bench_rows (name, created_at) VALUES ($1, $2)")
+            .bind(format!("native-{}", latencies.len()))
+            .bind(latencies.len() as i64)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        latencies.push(start.elapsed());
     }
     Ok(Stats::of(latencies, 0, duration))
 }
