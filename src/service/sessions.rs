@@ -196,16 +196,25 @@ impl Auth {
             return Ok(None);
         }
         let hash = TokenHash::of(token);
-        if let Lookup::Cached = lookup
-            && let Some(session) = self.store().cached_session(&hash.0, now)
-        {
-            let expires_at = session.expires_at;
-            return Ok(Some((session, expires_at)));
+        if let Lookup::Cached = lookup {
+            if let Some(session) = self.store().cached_session(&hash.0, now) {
+                let expires_at = session.expires_at;
+                return Ok(Some((session, expires_at)));
+            }
+            // Logged out or expired: presenting it again does not reach the database.
+            if is_user_token && self.store().known_refused(&hash.0) {
+                return Ok(None);
+            }
         }
         let found = if is_user_token {
-            self.store()
+            let found = self
+                .store()
                 .session_by_token_hash(hash.as_bytes(), now)
-                .await?
+                .await?;
+            if let (Lookup::Cached, None) = (lookup, &found) {
+                self.store().cache_refused(hash.0);
+            }
+            found
         } else if looks_like_jwt(token) {
             self.jwt_session(token, now).await?
         } else {

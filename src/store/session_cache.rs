@@ -18,28 +18,38 @@ struct Entries {
     by_token: HashMap<[u8; 32], (Instant, SessionUser)>,
     /// The tokens cached for each user, to drop them when the user's sessions change.
     by_user: HashMap<i64, Vec<[u8; 32]>>,
+    /// Opaque tokens the database knew nothing live for (logged out, expired). That never
+    /// changes: a token is handed out only once its session is committed, so a new session
+    /// cannot hide behind an entry here.
+    refused: HashMap<[u8; 32], (Instant, ())>,
 }
 
 impl Entries {
-    /// Full: first what has outlived the TTL goes, then, if that is not enough, the oldest
+    /// Full: what has outlived the TTL goes, then, if that is not enough, the oldest
     /// quarter. Everyone else stays cached (wiping it all would send every caller to the
-    /// database at once). Linear, once per `capacity / 4` inserts at most.
+    /// database at once).
     fn make_room(&mut self, ttl: Duration, capacity: usize) {
-        self.by_token
-            .retain(|_, (cached_at, _)| cached_at.elapsed() < ttl);
-        if self.by_token.len() >= capacity {
-            let mut ages: Vec<Instant> = self.by_token.values().map(|(at, _)| *at).collect();
-            let oldest = (capacity / 4).clamp(1, ages.len()) - 1;
-            let (_, cutoff, _) = ages.select_nth_unstable(oldest);
-            let cutoff = *cutoff;
-            self.by_token
-                .retain(|_, (cached_at, _)| *cached_at > cutoff);
-        }
-        let Entries { by_token, by_user } = self;
+        evict(&mut self.by_token, ttl, capacity);
+        let Entries {
+            by_token, by_user, ..
+        } = self;
         by_user.retain(|_, keys| {
             keys.retain(|key| by_token.contains_key(key));
             !keys.is_empty()
         });
+    }
+}
+
+/// Drops from a full map what is older than `ttl`, then, if still full, its oldest
+/// quarter. Linear, once per `capacity / 4` inserts at most.
+fn evict<V>(map: &mut HashMap<[u8; 32], (Instant, V)>, ttl: Duration, capacity: usize) {
+    map.retain(|_, (cached_at, _)| cached_at.elapsed() < ttl);
+    if map.len() >= capacity {
+        let mut ages: Vec<Instant> = map.values().map(|(at, _)| *at).collect();
+        let oldest = (capacity / 4).clamp(1, ages.len()) - 1;
+        let (_, cutoff, _) = ages.select_nth_unstable(oldest);
+        let cutoff = *cutoff;
+        map.retain(|_, (cached_at, _)| *cached_at > cutoff);
     }
 }
 
@@ -82,6 +92,28 @@ impl SessionCache {
         {
             entries.by_user.entry(user).or_default().push(key);
         }
+    }
+
+    /// Whether the database was asked about this opaque token within the TTL and knew no
+    /// live session for it.
+    pub(super) fn is_refused(&self, key: &[u8; 32]) -> bool {
+        let entries = self.entries.read().expect("cache lock poisoned");
+        entries
+            .refused
+            .get(key)
+            .is_some_and(|(at, _)| at.elapsed() < self.ttl)
+    }
+
+    /// Remembers that the database knows no live session for this opaque token.
+    pub(super) fn put_refused(&self, key: [u8; 32]) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.entries.write().expect("cache lock poisoned");
+        if entries.refused.len() >= self.capacity {
+            evict(&mut entries.refused, self.ttl, self.capacity);
+        }
+        entries.refused.insert(key, (Instant::now(), ()));
     }
 
     /// Drops every entry of these users.
@@ -153,6 +185,22 @@ mod tests {
         assert!(cache.get(&[2; 32], 0).is_some());
         cache.clear();
         assert!(cache.get(&[2; 32], 0).is_none());
+    }
+
+    #[test]
+    fn refused_tokens_are_remembered_for_the_ttl_and_bounded() {
+        let cache = SessionCache::new(Duration::from_secs(60), 4);
+        for i in 0..5u8 {
+            cache.put_refused([i; 32]);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!cache.is_refused(&[0; 32]), "the oldest went when full");
+        assert!(cache.is_refused(&[4; 32]));
+        assert!(!cache.is_refused(&[9; 32]));
+        let short = SessionCache::new(Duration::from_millis(1), 4);
+        short.put_refused([1; 32]);
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!short.is_refused(&[1; 32]));
     }
 
     #[test]

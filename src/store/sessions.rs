@@ -62,6 +62,16 @@ impl Store {
         cached
     }
 
+    /// Whether this opaque token was recently found to have no live session.
+    pub fn known_refused(&self, token_hash: &[u8; 32]) -> bool {
+        self.sessions.is_refused(token_hash)
+    }
+
+    /// Remembers that this opaque token has no live session: it never will again.
+    pub fn cache_refused(&self, token_hash: [u8; 32]) {
+        self.sessions.put_refused(token_hash);
+    }
+
     /// Remembers what a token resolved to. For a JWT, `session.expires_at` must already be
     /// cut to the JWT's own expiry.
     pub fn cache_session(&self, token_hash: [u8; 32], session: SessionUser) {

@@ -1,6 +1,6 @@
 //! The hot path under attack: forged and random USER_TOKENs are refused in memory, so a
 //! flood of them never reaches the database; tokens issued before tags keep working
-//! until they expire.
+//! until they expire; a logged-out token replayed reaches the database once.
 
 use crate::helpers::*;
 use crate::on_both_backends;
@@ -95,6 +95,34 @@ async fn with_the_database_gone_forged_tokens_are_still_refused_at_once() {
         legacy.map(|a| a.into_inner().role()).unwrap_err().code(),
         tonic::Code::Unavailable
     );
+    relay.restore();
+}
+
+/// An attacker replaying a stolen token after its owner logged out: the first try reads
+/// the database, every later one is refused from memory (here, with the database cut).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logged_out_token_replayed_again_and_again_does_not_reach_the_database() {
+    let Some((relay, database)) = Relay::postgres_database().await else {
+        return;
+    };
+    let app = spawn_app_on(database, |_| {}).await;
+    let user = app.log_in("ada@example.com").await;
+    assert_eq!(app.authorize(user.token()).await.role(), Role::User);
+    app.logout(user.token()).await.unwrap();
+    assert_eq!(app.authorize(user.token()).await.role(), Role::Public);
+    relay.cut();
+    for _ in 0..50 {
+        let answer = app
+            .authentication
+            .clone()
+            .authorize(portcullis::grpc::pb::AuthorizeRequest {
+                token: user.token().to_owned(),
+                ..Default::default()
+            })
+            .await
+            .expect("refused from memory, no database call");
+        assert_eq!(answer.get_ref().role(), Role::Public);
+    }
     relay.restore();
 }
 
