@@ -30,7 +30,7 @@ use sqlx::{Connection, Executor};
 use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
@@ -106,112 +106,111 @@ async fn bench(
     let mut table = Table::new(label);
 
     // Connections up, code paths warm: the first row would otherwise pay for them.
+    let forged = vec![forged_token()];
     cluster
-        .authorize(&load.warm_up(), vec![forged_token()], Role::Public)
+        .authorize(&load.warm_up(), &forged, Role::Public)
         .await;
-    let empty = {
-        let clients: Vec<_> = cluster
-            .grpc
-            .iter()
-            .cloned()
-            .map(HealthClient::new)
-            .collect();
-        load.run(move |worker| {
-            let mut client = clients[worker % clients.len()].clone();
-            async move {
-                let request = HealthCheckRequest {
-                    service: String::new(),
-                };
-                client.check(request).await.is_ok()
-            }
-        })
-        .await
-    };
-    table.row("empty gRPC call (health Check)", &empty, None);
-
     let sessions = cluster.sessions(load.in_flight).await?;
     let opaque: Vec<String> = sessions.iter().map(|(token, _)| token.clone()).collect();
     let jwts: Vec<String> = sessions.iter().map(|(_, jwt)| jwt.clone()).collect();
-    let revoked = cluster.revoked_tokens(load.in_flight).await?;
-    let forged = vec![forged_token()];
-    let alone = cluster.authorize(load, opaque.clone(), Role::User).await;
+    let empty_call = async |l: &Load| cluster.empty_calls(l).await;
+    let authorize_alone = async |l: &Load| cluster.authorize(l, &opaque, Role::User).await;
+
+    let (alone, empty) = load.versus(authorize_alone, empty_call).await;
     table.row(
         "Authorize, live opaque token",
         &alone,
-        Some(("empty call", &empty)),
+        Some(("empty gRPC call", &empty)),
     );
     if load.wants("reads") {
-        let jwt = cluster.authorize(load, jwts, Role::User).await;
-        table.row("Authorize, JWT", &jwt, Some(("empty call", &empty)));
-        let stats = cluster.authorize(load, forged, Role::Public).await;
+        let (stats, empty) = load
+            .versus(
+                async |l: &Load| cluster.authorize(l, &jwts, Role::User).await,
+                empty_call,
+            )
+            .await;
+        table.row("Authorize, JWT", &stats, Some(("empty gRPC call", &empty)));
+        let (stats, empty) = load
+            .versus(
+                async |l: &Load| cluster.authorize(l, &forged, Role::Public).await,
+                empty_call,
+            )
+            .await;
         table.row(
             "Authorize, forged opaque",
             &stats,
-            Some(("empty call", &empty)),
+            Some(("empty gRPC call", &empty)),
         );
-        let raw_select = raw_selects(raw_url, load).await?;
-        table.row("raw primary-key select", &raw_select, None);
-        let stats = cluster.authorize(load, revoked, Role::Public).await;
-        table.row(
-            "Authorize, revoked token (database read)",
-            &stats,
-            Some(("raw select", &raw_select)),
-        );
-
-        let stats = {
-            let clients: Vec<_> = cluster
-                .grpc
-                .iter()
-                .cloned()
-                .map(AuthorizationClient::new)
-                .collect();
-            let check = Arc::new(check_request(&opaque[0], &cluster.project.project_id));
-            load.run(move |worker| {
-                let mut client = clients[worker % clients.len()].clone();
-                let request = (*check).clone();
-                async move {
-                    let answer = client.check(request).await;
-                    answer.is_ok_and(|a| a.into_inner().status.is_some_and(|s| s.code == 0))
-                }
-            })
-            .await
-        };
-        table.row("ext_authz Check", &stats, Some(("empty call", &empty)));
-    }
-    if load.wants("http") {
-        let trivial = cluster.http_get(load, "/.well-known/jwks.json", None).await;
-        table.row("HTTP trivial route (JWKS)", &trivial, None);
-        let forward = format!("/auth/forward?project_id={}", cluster.project.project_id);
-        let stats = cluster
-            .http_get(
-                load,
-                &forward,
-                Some(("authorization", format!("Bearer {}", opaque[0]))),
+        let revoked = cluster.revoked_tokens(load.in_flight).await?;
+        let raw = RawDatabase::open(raw_url).await?;
+        let (stats, raw_select) = load
+            .versus(
+                async |l: &Load| cluster.authorize(l, &revoked, Role::Public).await,
+                async |l: &Load| raw.selects(l).await,
             )
             .await;
-        table.row("forward auth", &stats, Some(("trivial route", &trivial)));
-        let stats = cluster
-            .http_get(load, "/api/hasura", Some(("x-token", opaque[0].clone())))
+        table.row(
+            "Authorize, revoked token (a database read)",
+            &stats,
+            Some(("raw primary-key select", &raw_select)),
+        );
+        let check = check_request(&opaque[0], &cluster.project.project_id);
+        let (stats, empty) = load
+            .versus(
+                async |l: &Load| cluster.ext_authz(l, &check).await,
+                empty_call,
+            )
             .await;
-        table.row("Hasura webhook", &stats, Some(("trivial route", &trivial)));
+        table.row("ext_authz Check", &stats, Some(("empty gRPC call", &empty)));
+    }
+    if load.wants("http") {
+        let trivial = async |l: &Load| cluster.http_get(l, "/.well-known/jwks.json", None).await;
+        let forward = format!("/auth/forward?project_id={}", cluster.project.project_id);
+        let bearer = ("authorization", format!("Bearer {}", opaque[0]));
+        let (stats, base) = load
+            .versus(
+                async |l: &Load| cluster.http_get(l, &forward, Some(bearer.clone())).await,
+                trivial,
+            )
+            .await;
+        table.row("forward auth", &stats, Some(("trivial HTTP route", &base)));
+        let x_token = ("x-token", opaque[0].clone());
+        let (stats, base) = load
+            .versus(
+                async |l: &Load| {
+                    cluster
+                        .http_get(l, "/api/hasura", Some(x_token.clone()))
+                        .await
+                },
+                trivial,
+            )
+            .await;
+        table.row(
+            "Hasura webhook",
+            &stats,
+            Some(("trivial HTTP route", &base)),
+        );
     }
     if load.wants("writes") {
+        let raw = RawDatabase::open(raw_url).await?;
+        let (stats, raw_insert) = load
+            .versus(
+                async |l: &Load| cluster.code_starts(l).await,
+                async |l: &Load| raw.inserts(l).await,
+            )
+            .await;
+        table.row(
+            "code-login start (new names, many addresses)",
+            &stats,
+            Some(("raw insert transaction, sqlx", &raw_insert)),
+        );
         if let Some(path) = raw_url.strip_prefix("sqlite://") {
             let path = path.split('?').next().unwrap_or(path).to_owned() + ".native";
-            let native = tokio::task::spawn_blocking({
-                let duration = load.duration;
-                move || native_sqlite_inserts(&path, duration)
-            })
-            .await??;
-            table.row("raw insert transaction, SQLite C API", &native, None);
-        }
-        let raw_insert = raw_inserts(raw_url, load.duration).await?;
-        table.row(
-            "raw insert transaction, sqlx, one connection",
-            &raw_insert,
-            None,
-        );
-        if raw_url.starts_with("sqlite") {
+            let duration = load.duration;
+            let native =
+                tokio::task::spawn_blocking(move || native_sqlite_inserts(&path, duration))
+                    .await??;
+            table.row("raw insert transaction, SQLite's C API", &native, None);
             let native_sqlx = raw_inserts_native_sqlx(raw_url, load.duration).await?;
             table.row(
                 "  the same through sqlx's SqliteConnection",
@@ -219,12 +218,6 @@ async fn bench(
                 None,
             );
         }
-        let stats = cluster.code_starts(load).await;
-        table.row(
-            "code-login start (new names, many addresses)",
-            &stats,
-            Some(("raw insert", &raw_insert)),
-        );
         let (mails, drained) = cluster.drain_outbox().await?;
         table.note(format!(
             "outbox: {mails} messages left after the code-start row, drained in {:.1} s",
@@ -232,44 +225,64 @@ async fn bench(
         ));
     }
     if load.wants("passwords") {
-        let hashing = raw_argon2(load.duration).await;
-        let concurrency = Policy::default().password_hashing_concurrency;
-        let hash_limit = Stats {
-            rate: hashing.rate * concurrency as f64,
-            ..hashing
-        };
-        table.row(
-            &format!("raw argon2id x {concurrency} hashing thread(s)"),
-            &hash_limit,
-            None,
-        );
         let accounts = cluster.password_accounts().await?;
-        let stats = cluster.password_logins(load, &accounts).await;
+        let concurrency = Policy::default().password_hashing_concurrency;
+        let (stats, hashing) = load
+            .versus(
+                async |l: &Load| cluster.password_logins(l, &accounts).await,
+                async |l: &Load| raw_argon2(l.duration, concurrency).await,
+            )
+            .await;
         table.row(
             "password login",
             &stats,
-            Some(("raw argon2id", &hash_limit)),
+            Some((&format!("raw argon2id x {concurrency} thread(s)"), &hashing)),
         );
-        let (logins, during) = tokio::join!(
-            cluster.password_logins(load, &accounts),
-            cluster.authorize(load, opaque.clone(), Role::User)
-        );
+        let logins = std::sync::Mutex::new(Stats::default());
+        let (during, alone) = load
+            .versus(
+                async |l: &Load| {
+                    let (login, during) = tokio::join!(
+                        cluster.password_logins(l, &accounts),
+                        cluster.authorize(l, &opaque, Role::User)
+                    );
+                    logins.lock().expect("stats").merge(login);
+                    during
+                },
+                authorize_alone,
+            )
+            .await;
         table.row(
             "Authorize while logins saturate hashing",
             &during,
             Some(("Authorize alone", &alone)),
         );
+        let logins = logins.into_inner().expect("stats");
         table.row("  (password logins meanwhile)", &logins, None);
     }
     if load.wants("revocations") {
         let logged_out = Arc::new(AtomicU64::new(0));
-        let revoker = tokio::spawn(cluster.clone().log_out_continuously(logged_out.clone()));
-        let started = Instant::now();
-        let during = cluster.authorize(load, opaque.clone(), Role::User).await;
-        let logouts = logged_out.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+        let active = Arc::new(AtomicBool::new(false));
+        let revoker = tokio::spawn(
+            cluster
+                .clone()
+                .log_out_continuously(logged_out.clone(), active.clone()),
+        );
+        let (during, alone) = load
+            .versus(
+                async |l: &Load| {
+                    active.store(true, Ordering::SeqCst);
+                    let stats = cluster.authorize(l, &opaque, Role::User).await;
+                    active.store(false, Ordering::SeqCst);
+                    stats
+                },
+                authorize_alone,
+            )
+            .await;
         revoker.abort();
+        let logouts = logged_out.load(Ordering::Relaxed) as f64 / during.elapsed.as_secs_f64();
         table.row(
-            &format!("Authorize during {logouts:.0} logouts/s"),
+            &format!("Authorize while {logouts:.0} sessions/s are logged out"),
             &during,
             Some(("Authorize alone", &alone)),
         );
@@ -285,12 +298,14 @@ struct Load {
     groups: Vec<String>,
 }
 
-#[derive(Clone, Copy)]
+/// Latencies of one row (or of its baseline), merged over the slices it ran in.
+#[derive(Clone, Default)]
 struct Stats {
-    rate: f64,
-    p50: Duration,
-    p99: Duration,
+    latencies: Vec<Duration>,
     failures: u64,
+    elapsed: Duration,
+    /// Calls/s are multiplied by this (a one-thread baseline standing for several).
+    scale: f64,
 }
 
 impl Load {
@@ -304,6 +319,23 @@ impl Load {
             in_flight: self.in_flight,
             groups: Vec::new(),
         }
+    }
+
+    /// `row` and `baseline` in turns, a second each, for the row's duration each: this
+    /// machine's speed changes by 2x from minute to minute, and a ratio is only worth
+    /// something when both sides saw the same machine.
+    async fn versus(
+        &self,
+        row: impl AsyncFn(&Load) -> Stats,
+        baseline: impl AsyncFn(&Load) -> Stats,
+    ) -> (Stats, Stats) {
+        let slice = self.warm_up();
+        let (mut row_stats, mut base_stats) = (Stats::default(), Stats::default());
+        for _ in 0..self.duration.as_secs().max(1) {
+            row_stats.merge(row(&slice).await);
+            base_stats.merge(baseline(&slice).await);
+        }
+        (row_stats, base_stats)
     }
 
     /// `in_flight` loops calling `call(worker)` for the row's duration.
@@ -320,7 +352,8 @@ impl Load {
         F: Fn(usize) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = bool> + Send,
     {
-        let deadline = Instant::now() + self.duration;
+        let started = Instant::now();
+        let deadline = started + self.duration;
         let workers: Vec<_> = (0..in_flight)
             .map(|worker| {
                 let call = call.clone();
@@ -345,25 +378,37 @@ impl Load {
             latencies.extend(l);
             failures += f;
         }
-        Stats::of(latencies, failures, self.duration)
+        // Until the last call ended: slow calls (password logins) run past the deadline.
+        Stats::of(latencies, failures, started.elapsed())
     }
 }
 
 impl Stats {
-    fn of(mut latencies: Vec<Duration>, failures: u64, duration: Duration) -> Stats {
-        latencies.sort_unstable();
-        let pct = |p: f64| {
-            latencies
-                .get(((latencies.len() as f64 * p) as usize).min(latencies.len().max(1) - 1))
-                .copied()
-                .unwrap_or_default()
-        };
+    fn of(latencies: Vec<Duration>, failures: u64, elapsed: Duration) -> Stats {
         Stats {
-            rate: latencies.len() as f64 / duration.as_secs_f64(),
-            p50: pct(0.50),
-            p99: pct(0.99),
+            latencies,
             failures,
+            elapsed,
+            scale: 1.0,
         }
+    }
+
+    fn merge(&mut self, other: Stats) {
+        self.latencies.extend(other.latencies);
+        self.failures += other.failures;
+        self.elapsed += other.elapsed;
+        self.scale = other.scale;
+    }
+
+    fn rate(&self) -> f64 {
+        self.scale * self.latencies.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn percentile(&self, p: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort_unstable();
+        let at = ((sorted.len() as f64 * p) as usize).min(sorted.len().max(1) - 1);
+        sorted.get(at).copied().unwrap_or_default()
     }
 }
 
@@ -385,21 +430,24 @@ impl Table {
 
     fn row(&mut self, label: &str, stats: &Stats, baseline: Option<(&str, &Stats)>) {
         let ratio = baseline
-            .map(|(name, base)| format!("{:.2}x {name}", stats.rate / base.rate))
+            .map(|(name, base)| {
+                format!(
+                    "{:.2}x {name} ({:.0}/s)",
+                    stats.rate() / base.rate(),
+                    base.rate()
+                )
+            })
             .unwrap_or_default();
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let (p50, p99) = (ms(stats.percentile(0.50)), ms(stats.percentile(0.99)));
         println!(
-            "{label:<46} {:>9.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  failures {:<5} {ratio}",
-            stats.rate,
-            ms(stats.p50),
-            ms(stats.p99),
+            "{label:<46} {:>9.0}/s  p50 {p50:>7.2} ms  p99 {p99:>7.2} ms  failures {:<5} {ratio}",
+            stats.rate(),
             stats.failures
         );
         self.rows.push(format!(
-            "| {label} | {:.0}/s | {:.2} ms | {:.2} ms | {} | {ratio} |",
-            stats.rate,
-            ms(stats.p50),
-            ms(stats.p99),
+            "| {label} | {:.0}/s | {p50:.2} ms | {p99:.2} ms | {} | {ratio} |",
+            stats.rate(),
             stats.failures
         ));
     }
@@ -459,6 +507,8 @@ impl Cluster {
             settings.mail_outbox = cluster._outbox.path().to_owned();
             // One issuer for every replica, as behind one load balancer.
             settings.public_url = Some("http://portcullis.bench".into());
+            // One master key for every replica (PostgreSQL asks for one).
+            settings.master_key = Some("YmVuY2ggbWFzdGVyIGtleSBvZiAzMiBieXRlcyEhISE=".into());
             // Clients reach us through a proxy on loopback that names them.
             settings.policy.trusted_proxies =
                 TrustedProxies::parse("127.0.0.1/32").map_err(anyhow::Error::msg)?;
@@ -510,15 +560,50 @@ impl Cluster {
         Ok(tokens)
     }
 
+    /// Health Check over gRPC: the empty call every gRPC row is compared with.
+    async fn empty_calls(&self, load: &Load) -> Stats {
+        let clients: Vec<_> = self.grpc.iter().cloned().map(HealthClient::new).collect();
+        load.run(move |worker| {
+            let mut client = clients[worker % clients.len()].clone();
+            async move {
+                let request = HealthCheckRequest {
+                    service: String::new(),
+                };
+                client.check(request).await.is_ok()
+            }
+        })
+        .await
+    }
+
+    /// Envoy's ext_authz Check, expecting an OK.
+    async fn ext_authz(&self, load: &Load, check: &CheckRequest) -> Stats {
+        let clients: Vec<_> = self
+            .grpc
+            .iter()
+            .cloned()
+            .map(AuthorizationClient::new)
+            .collect();
+        let check = Arc::new(check.clone());
+        load.run(move |worker| {
+            let mut client = clients[worker % clients.len()].clone();
+            let request = (*check).clone();
+            async move {
+                let answer = client.check(request).await;
+                answer.is_ok_and(|a| a.into_inner().status.is_some_and(|s| s.code == 0))
+            }
+        })
+        .await
+    }
+
     /// Authorize over gRPC, worker `i` with token `i` (cycling), expecting `role`.
-    async fn authorize(&self, load: &Load, tokens: Vec<String>, role: Role) -> Stats {
+    async fn authorize(&self, load: &Load, tokens: &[String], role: Role) -> Stats {
         let clients: Vec<_> = self
             .grpc
             .iter()
             .cloned()
             .map(AuthenticationServiceClient::new)
             .collect();
-        let tokens = Arc::new(tokens);
+        let tokens = Arc::new(tokens.to_vec());
         load.run(move |worker| {
             let mut client = clients[worker % clients.len()].clone();
             let token = tokens[worker % tokens.len()].clone();
@@ -624,12 +709,15 @@ impl Cluster {
         .await
     }
 
-    /// Forever: LOGOUTS_PER_SECOND times a second, a session is opened, authorized on
+    /// Forever, while `active`: LOGOUTS_PER_SECOND times a second, a session is opened, authorized on
     /// one replica (so it is cached there) and logged out on another.
-    async fn log_out_continuously(self, done: Arc<AtomicU64>) {
+    async fn log_out_continuously(self, done: Arc<AtomicU64>, active: Arc<AtomicBool>) {
         let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / LOGOUTS_PER_SECOND));
         for n in 0usize.. {
             tick.tick().await;
+            if !active.load(Ordering::SeqCst) {
+                continue;
+            }
             let (cluster, done) = (self.clone(), done.clone());
             tokio::spawn(async move {
                 let opened = cluster
@@ -647,24 +735,93 @@ impl Cluster {
     }
 }
 
-/// Single-row insert transactions from one connection, as fast as they go.
-async fn raw_inserts(url: &str, duration: Duration) -> anyhow::Result<Stats> {
-    let mut conn = sqlx::AnyConnection::connect(url).await?;
-    raw_schema(&mut conn, url).await?;
-    let mut latencies = Vec::new();
-    let deadline = Instant::now() + duration;
-    while Instant::now() < deadline {
-        let start = Instant::now();
-        let mut tx = conn.begin().await?;
-        sqlx::query("INSERT INTO bench_rows (name, created_at) VALUES ($1, $2)")
-            .bind(format!("row-{}", latencies.len()))
-            .bind(latencies.len() as i64)
-            .execute(&mut *tx)
+/// The baselines' own database (a separate file or database): single-row insert
+/// transactions from one connection, and primary-key selects over a pool the service's
+/// size.
+struct RawDatabase {
+    url: String,
+    pool: sqlx::AnyPool,
+}
+
+impl RawDatabase {
+    async fn open(url: &str) -> anyhow::Result<RawDatabase> {
+        sqlx::any::install_default_drivers();
+        let pool_size = if url.starts_with("sqlite") { 8 } else { 16 };
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(pool_size)
+            .connect(url)
             .await?;
-        tx.commit().await?;
-        latencies.push(start.elapsed());
+        let mut conn = pool.acquire().await?;
+        if url.starts_with("sqlite") {
+            // As the service's: WAL, NORMAL sync.
+            conn.execute("PRAGMA journal_mode = WAL").await?;
+            conn.execute("PRAGMA synchronous = NORMAL").await?;
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS bench_rows (id INTEGER PRIMARY KEY, name TEXT NOT NULL, created_at INTEGER NOT NULL)",
+            )
+            .await?;
+        } else {
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS bench_rows (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, created_at BIGINT NOT NULL)",
+            )
+            .await?;
+        }
+        for i in 0..1000i64 {
+            sqlx::query("INSERT INTO bench_rows (name, created_at) VALUES ($1, $2)")
+                .bind(format!("seed-{i}"))
+                .bind(i)
+                .execute(&mut *conn)
+                .await?;
+        }
+        drop(conn);
+        Ok(RawDatabase {
+            url: url.to_owned(),
+            pool,
+        })
     }
-    Ok(Stats::of(latencies, 0, duration))
+
+    /// Single-row insert transactions from one connection, as fast as they go.
+    async fn inserts(&self, load: &Load) -> Stats {
+        let Ok(mut conn) = sqlx::AnyConnection::connect(&self.url).await else {
+            return Stats::of(Vec::new(), 1, load.duration);
+        };
+        let mut latencies = Vec::new();
+        let mut failures = 0;
+        let started = Instant::now();
+        while started.elapsed() < load.duration {
+            let start = Instant::now();
+            let done = async {
+                let mut tx = conn.begin().await?;
+                sqlx::query("INSERT INTO bench_rows (name, created_at) VALUES ($1, $2)")
+                    .bind("row")
+                    .bind(0i64)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await
+            };
+            if done.await.is_err() {
+                failures += 1;
+            }
+            latencies.push(start.elapsed());
+        }
+        Stats::of(latencies, failures, started.elapsed())
+    }
+
+    /// Primary-key selects, `in_flight` at once.
+    async fn selects(&self, load: &Load) -> Stats {
+        let pool = self.pool.clone();
+        load.run(move |worker| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query("SELECT name, created_at FROM bench_rows WHERE id = $1")
+                    .bind((worker % 1000) as i64 + 1)
+                    .fetch_optional(&pool)
+                    .await
+                    .is_ok_and(|row| row.is_some())
+            }
+        })
+        .await
+    }
 }
 
 /// Single-row insert transactions through SQLite's C API, one connection, WAL and NORMAL
@@ -763,57 +920,9 @@ async fn raw_inserts_native_sqlx(url: &str, duration: Duration) -> anyhow::Resul
     Ok(Stats::of(latencies, 0, duration))
 }
 
-/// Primary-key selects over a pool the service's size, `in_flight` at once.
-async fn raw_selects(url: &str, load: &Load) -> anyhow::Result<Stats> {
-    let pool_size = if url.starts_with("sqlite") { 8 } else { 16 };
-    let pool = sqlx::any::AnyPoolOptions::new()
-        .max_connections(pool_size)
-        .connect(url)
-        .await?;
-    raw_schema(&mut *pool.acquire().await?, url).await?;
-    for i in 0..1000i64 {
-        sqlx::query("INSERT INTO bench_rows (name, created_at) VALUES ($1, $2)")
-            .bind(format!("seed-{i}"))
-            .bind(i)
-            .execute(&pool)
-            .await?;
-    }
-    let stats = load
-        .run(move |worker| {
-            let pool = pool.clone();
-            async move {
-                sqlx::query("SELECT name, created_at FROM bench_rows WHERE id = $1")
-                    .bind((worker % 1000) as i64 + 1)
-                    .fetch_optional(&pool)
-                    .await
-                    .is_ok_and(|row| row.is_some())
-            }
-        })
-        .await;
-    Ok(stats)
-}
-
-/// The baseline table, in WAL mode with NORMAL sync on SQLite like the service's.
-async fn raw_schema(conn: &mut sqlx::AnyConnection, url: &str) -> anyhow::Result<()> {
-    sqlx::any::install_default_drivers();
-    if url.starts_with("sqlite") {
-        conn.execute("PRAGMA journal_mode = WAL").await?;
-        conn.execute("PRAGMA synchronous = NORMAL").await?;
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS bench_rows (id INTEGER PRIMARY KEY, name TEXT NOT NULL, created_at INTEGER NOT NULL)",
-        )
-        .await?;
-    } else {
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS bench_rows (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, created_at BIGINT NOT NULL)",
-        )
-        .await?;
-    }
-    Ok(())
-}
-
-/// argon2id at the service's parameters (m=19456 KiB, t=2, p=1) on one core.
-async fn raw_argon2(duration: Duration) -> Stats {
+/// argon2id at the service's parameters (m=19456 KiB, t=2, p=1) on one core, counted
+/// as `threads` cores' worth.
+async fn raw_argon2(duration: Duration, threads: usize) -> Stats {
     tokio::task::spawn_blocking(move || {
         use argon2::{Algorithm, Argon2, Params, Version};
         let params = Params::new(19_456, 2, 1, Some(32)).expect("parameters");
@@ -832,7 +941,10 @@ async fn raw_argon2(duration: Duration) -> Stats {
                 .expect("hash");
             latencies.push(start.elapsed());
         }
-        Stats::of(latencies, 0, duration)
+        Stats {
+            scale: threads as f64,
+            ..Stats::of(latencies, 0, duration)
+        }
     })
     .await
     .expect("hashing thread")
