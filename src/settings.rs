@@ -327,7 +327,8 @@ pub struct SettingsArgs {
     /// Milliseconds to wait for a database connection (connecting included) [default: 3000]
     #[arg(long, env = "PORTCULLIS_DATABASE_ACQUIRE_TIMEOUT_MS", global = true)]
     pub database_acquire_timeout_ms: Option<i64>,
-    /// Database connections per replica [default: 8 on SQLite, 16 on PostgreSQL]
+    /// Database connections per replica [default: 8 on SQLite, for reads, beside its one
+    /// writer connection; 16 on PostgreSQL]
     #[arg(long, env = "PORTCULLIS_DATABASE_POOL_SIZE", global = true)]
     pub database_pool_size: Option<i64>,
     /// At most this many mails or texts to one recipient a day, beside 10 per 15 minutes [default: 30]
