@@ -236,8 +236,13 @@ async fn serve(settings: portcullis::Settings) -> anyhow::Result<()> {
 
 /// Printed once, on the start that created the default project: the tokens are not
 /// shown again (only a hash of the admin token is kept).
+///
+/// Written without `println!`, which panics when nobody reads the output any more (a
+/// closed pipe): the tokens are lost then, but the service keeps running.
 fn print_first_start(project: &portcullis::service::CreatedProject, address: &str) {
-    println!(
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stdout().lock(),
         "\nCreated the default project (shown once; keep the admin token secret):\n\
          \n  project_id:  {}\n  app_token:   {}\n  admin_token: {}\n  owner:       {}\n\
          \nTry it:\n  grpcurl -plaintext -H 'authorization: Bearer {}' -d '{{\"name\":\"you@example.com\"}}' \\\n    {} portcullis.v1.AuthenticationService/Authenticate\n",

@@ -530,6 +530,43 @@ async fn healthcheck_exits_0_for_a_serving_server_and_1_otherwise() {
     assert!(!output.stderr.is_empty(), "it says why");
 }
 
+/// Whoever started the service stopped reading its output (a closed pipe) before the
+/// first-start banner was written: the service keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_standard_output_does_not_stop_the_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("closed.db").display());
+    let port = free_port();
+    let mut child = portcullis()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--database-url", &url])
+        .env("PORTCULLIS_MAIL_OUTBOX", dir.path().join("outbox"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    // The banner is written before serving starts: an answer means it was tried.
+    let http = reqwest::Client::new();
+    let mut healthy = false;
+    for _ in 0..200 {
+        let answer = http
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await;
+        if answer.is_ok_and(|a| a.status() == 200) {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let exited = child.try_wait().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(healthy, "the service never answered");
+    assert_eq!(exited, None, "the service died on the closed pipe");
+}
+
 /// What an operator reads at the default level: one line per request, one per security
 /// event, and never a token, code or password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
