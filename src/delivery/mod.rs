@@ -198,6 +198,9 @@ pub async fn run_worker(
     let mut delivered = Vec::new();
     tokio::pin!(shutdown);
     loop {
+        // What finished since the last turn (and, after a database error, what could not
+        // be recorded then: again each turn, before its lease runs out).
+        record_delivered(&store, &owner, &clock, &mut delivered).await;
         let room = config.in_flight.saturating_sub(sending.len());
         if room > 0 {
             let lease_seconds = config.lease.as_secs().max(1) as i64;
@@ -205,8 +208,18 @@ pub async fn run_worker(
                 .lease_due_messages(clock.now(), lease_seconds, room as i64, &owner)
                 .await
             {
-                Ok(messages) => {
-                    for message in messages {
+                Ok(leased) => {
+                    for message in leased.unreadable {
+                        tracing::error!(id = message.id, error = %message.error, "an outbox message does not open");
+                        let retry_at = clock.now() + backoff_seconds(message.attempts);
+                        let failed = store
+                            .mark_message_failed(message.id, &owner, retry_at, &message.error)
+                            .await;
+                        if let Err(error) = failed {
+                            tracing::warn!(id = message.id, %error, "could not record delivery outcome");
+                        }
+                    }
+                    for message in leased.ready {
                         sending.spawn(send_leased(
                             store.clone(),
                             deliverer.clone(),
@@ -231,7 +244,6 @@ pub async fn run_worker(
                 while let Some(done) = sending.try_join_next() {
                     delivered.extend(done.ok().flatten());
                 }
-                record_delivered(&store, &owner, &clock, &mut delivered).await;
             }
             _ = signal.0.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -243,8 +255,8 @@ pub async fn run_worker(
     record_delivered(&store, &owner, &clock, &mut delivered).await;
 }
 
-/// Marks these messages sent; on a database error they stay in `delivered` for the next
-/// try (their leases may run out meanwhile, and they go again: at least once).
+/// Marks these messages sent; on a database error they stay in `delivered` for the
+/// worker's next turn (should their leases run out first, they go again: at least once).
 async fn record_delivered(store: &Store, owner: &str, clock: &Clock, delivered: &mut Vec<i64>) {
     if delivered.is_empty() {
         return;

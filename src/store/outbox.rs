@@ -23,7 +23,7 @@ impl Store {
         lease_seconds: i64,
         limit: i64,
         owner: &str,
-    ) -> StoreResult<Vec<OutboxMessage>> {
+    ) -> StoreResult<LeasedMessages> {
         // Most polls find nothing: look first without a transaction, which on SQLite would
         // take the write lock every second.
         let due = sqlx::query(
@@ -33,7 +33,7 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         if due.is_none() {
-            return Ok(Vec::new());
+            return Ok(LeasedMessages::default());
         }
         // One statement leases the batch. A message another worker leased meanwhile no
         // longer matches `next_attempt_at <= now` (PostgreSQL re-checks that condition
@@ -53,17 +53,29 @@ impl Store {
         .fetch_all(&self.writer)
         .await?;
         let master = self.master()?;
-        let mut leased: Vec<OutboxMessage> = rows
-            .into_iter()
-            .map(|mut message| {
-                let place =
-                    |column| sealing::outbox_place(column, message.id, message.seal_key.as_deref());
-                message.subject = master.open_text(&place("subject"), &message.subject)?;
-                message.body = master.open_text(&place("body"), &message.body)?;
-                Ok(message)
-            })
-            .collect::<StoreResult<_>>()?;
-        leased.sort_by_key(|message| message.id);
+        let mut leased = LeasedMessages::default();
+        for mut message in rows {
+            let place =
+                |column| sealing::outbox_place(column, message.id, message.seal_key.as_deref());
+            let opened = master
+                .open_text(&place("subject"), &message.subject)
+                .and_then(|subject| {
+                    Ok((subject, master.open_text(&place("body"), &message.body)?))
+                });
+            match opened {
+                Ok((subject, body)) => {
+                    (message.subject, message.body) = (subject, body);
+                    leased.ready.push(message);
+                }
+                // One damaged row must not hold up the messages leased with it.
+                Err(error) => leased.unreadable.push(UnreadableMessage {
+                    id: message.id,
+                    attempts: message.attempts,
+                    error: error.to_string(),
+                }),
+            }
+        }
+        leased.ready.sort_by_key(|message| message.id);
         Ok(leased)
     }
 

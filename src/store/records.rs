@@ -328,3 +328,18 @@ pub struct SendingCounts {
     pub requests_from_block: i64,
     pub code_failures: i64,
 }
+
+/// What one lease got: messages ready to send, and those whose sealed subject or body
+/// did not open (altered, or sealed with another master key), to be recorded as failed.
+#[derive(Debug, Default)]
+pub struct LeasedMessages {
+    pub ready: Vec<OutboxMessage>,
+    pub unreadable: Vec<UnreadableMessage>,
+}
+
+#[derive(Debug)]
+pub struct UnreadableMessage {
+    pub id: i64,
+    pub attempts: i64,
+    pub error: String,
+}

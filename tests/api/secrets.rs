@@ -14,6 +14,7 @@ on_both_backends!(
     a_restart_keeps_sessions_and_a_wrong_key_is_refused_changing_nothing,
     plain_rows_from_an_older_version_are_sealed_at_start,
     a_message_an_older_version_sealed_to_its_row_id_is_still_delivered,
+    a_message_that_does_not_open_fails_alone_and_holds_up_no_other,
 );
 
 async fn pool(app: &TestApp) -> sqlx::AnyPool {
@@ -208,16 +209,18 @@ async fn a_message_an_older_version_sealed_to_its_row_id_is_still_delivered(back
     let app = spawn_app(backend).await;
     let key = master_key_of(&app, backend);
     let pool = pool(&app).await;
+    // Not due until sealed, so the worker does not lease it half-written.
     let row = sqlx::query(
         "INSERT INTO outbox (channel, recipient, subject, body, next_attempt_at, created_at)
-         VALUES ('email', 'upgraded@example.com', '', '', 0, $1) RETURNING id",
+         VALUES ('email', 'upgraded@example.com', '', '', $1, $2) RETURNING id",
     )
+    .bind(i64::MAX / 2)
     .bind(app.clock.now())
     .fetch_one(&pool)
     .await
     .unwrap();
     let id: i64 = row.try_get("id").unwrap();
-    sqlx::query("UPDATE outbox SET subject = $1, body = $2 WHERE id = $3")
+    sqlx::query("UPDATE outbox SET subject = $1, body = $2, next_attempt_at = 0 WHERE id = $3")
         .bind(key.seal_text(&format!("outbox.subject:{id}"), "Queued before the upgrade"))
         .bind(key.seal_text(&format!("outbox.body:{id}"), "Your code is 4711."))
         .bind(id)
@@ -229,6 +232,68 @@ async fn a_message_an_older_version_sealed_to_its_row_id_is_still_delivered(back
     let mail = app.wait_for_mail("upgraded@example.com", 1).await;
     assert!(mail.contains("Queued before the upgrade"), "{mail}");
     assert!(mail.contains("Your code is 4711."), "{mail}");
+}
+
+/// A damaged outbox row (altered, or sealed with another key) is recorded as failed; the
+/// messages leased with it still go out.
+async fn a_message_that_does_not_open_fails_alone_and_holds_up_no_other(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let key = master_key_of(&app, backend);
+    let pool = pool(&app).await;
+    // Both due at once, committed together: the worker leases them in one batch.
+    let mut tx = pool.begin().await.unwrap();
+    for (recipient, subject, body) in [
+        (
+            "damaged@example.com",
+            "PCS1:garbage".to_owned(),
+            "PCS1:garbage".to_owned(),
+        ),
+        (
+            "intact@example.com",
+            key.seal_text("outbox.subject:key:k-intact", "Still here"),
+            key.seal_text(
+                "outbox.body:key:k-intact",
+                "Delivered beside a damaged row.",
+            ),
+        ),
+    ] {
+        let seal_key = format!("k-{}", recipient.split('@').next().unwrap());
+        sqlx::query(
+            "INSERT INTO outbox (channel, recipient, subject, body, next_attempt_at, created_at, seal_key)
+             VALUES ('email', $1, $2, $3, 0, $4, $5)",
+        )
+        .bind(recipient)
+        .bind(subject)
+        .bind(body)
+        .bind(app.clock.now())
+        .bind(seal_key)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let mail = app.wait_for_mail("intact@example.com", 1).await;
+    assert!(mail.contains("Delivered beside a damaged row."), "{mail}");
+    let row = wait_for_async(|| async {
+        let row = sqlx::query(
+            "SELECT attempts, last_error, sent_at FROM outbox WHERE recipient = 'damaged@example.com'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        (row.try_get::<i64, _>("attempts").unwrap() == 1).then_some(row)
+    })
+    .await
+    .expect("the damaged row is recorded as failed");
+    pool.close().await;
+    assert!(
+        row.try_get::<Option<String>, _>("last_error")
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(row.try_get::<Option<i64>, _>("sent_at").unwrap(), None);
+    assert!(app.mails_to("damaged@example.com").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
