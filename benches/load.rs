@@ -246,7 +246,8 @@ async fn bench(
     }
     if load.wants("passwords") {
         let accounts = cluster.password_accounts().await?;
-        let concurrency = Policy::default().password_hashing_concurrency;
+        // Each replica hashes on its own pool.
+        let concurrency = Policy::default().password_hashing_concurrency * replicas;
         let (stats, hashing) = load
             .versus(
                 async |l: &Load| cluster.password_logins(l, &accounts).await,
