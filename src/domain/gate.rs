@@ -27,6 +27,16 @@ pub struct PresentedToken<'a> {
 }
 
 impl<'a> PresentedToken<'a> {
+    /// The credentials among a request's headers; `header` looks one up by its lowercase
+    /// name (each transport keeps headers its own way).
+    pub fn from_headers(header: impl Fn(&str) -> Option<&'a str>) -> PresentedToken<'a> {
+        PresentedToken {
+            authorization: header("authorization"),
+            cookie: header("cookie"),
+            x_token: header("x-token"),
+        }
+    }
+
     /// The token Hasura's webhook passes on: `x-token` (the published API's header), else
     /// `Authorization: Bearer`. No cookie: the published webhook never read one.
     pub fn webhook_token(&self) -> &'a str {

@@ -40,11 +40,7 @@ impl Authorization for ExtAuthzApi {
         let extensions = request.attributes.as_ref().map(|a| &a.context_extensions);
         let extension = |name: &str| extensions.and_then(|e| e.get(name)).map(String::as_str);
         let check = GateCheck {
-            presented: PresentedToken {
-                authorization: header("authorization"),
-                cookie: header("cookie"),
-                x_token: header("x-token"),
-            },
+            presented: PresentedToken::from_headers(header),
             project_id: extension("project_id"),
             allow_public: extension("allow_public") == Some("true"),
         };

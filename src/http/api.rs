@@ -313,18 +313,9 @@ async fn hasura(
     ApiQuery(params): ApiQuery<ProjectParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let presented = PresentedToken {
-        authorization: header("authorization"),
-        x_token: header("x-token"),
-        cookie: None,
-    };
-    hasura_answer(
-        &auth,
-        presented.webhook_token(),
-        params.project_id.as_deref(),
-    )
-    .await
+    let presented =
+        PresentedToken::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok()));
+    hasura_answer(&auth, presented, params.project_id.as_deref()).await
 }
 
 /// Hasura's POST mode (`HASURA_GRAPHQL_AUTH_HOOK_MODE=POST`): the client's headers come
@@ -348,31 +339,23 @@ async fn hasura_post(
     ApiQuery(params): ApiQuery<ProjectParams>,
     ApiJson(body): ApiJson<HasuraPostBody>,
 ) -> Result<Response, ApiError> {
-    let header = |name: &str| {
+    let presented = PresentedToken::from_headers(|name| {
         body.headers
             .iter()
             .find(|(key, _)| key.eq_ignore_ascii_case(name))
             .map(|(_, value)| value.as_str())
-    };
-    let presented = PresentedToken {
-        authorization: header("authorization"),
-        x_token: header("x-token"),
-        cookie: None,
-    };
-    hasura_answer(
-        &auth,
-        presented.webhook_token(),
-        params.project_id.as_deref(),
-    )
-    .await
+    });
+    hasura_answer(&auth, presented, params.project_id.as_deref()).await
 }
 
 async fn hasura_answer(
     auth: &Auth,
-    token: &str,
+    presented: PresentedToken<'_>,
     project_id: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let authorization = auth.authorize_for(token, project_id).await?;
+    let authorization = auth
+        .authorize_for(presented.webhook_token(), project_id)
+        .await?;
     let max_age = auth.cacheable_seconds(&authorization);
     let body = match authorization {
         Authorization::Public => HasuraBody {

@@ -74,13 +74,10 @@ async fn decide(
     project_id: Option<&str>,
     allow_public: bool,
 ) -> Result<Response, ApiError> {
-    let text = |name: HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     let check = GateCheck {
-        presented: PresentedToken {
-            authorization: text(header::AUTHORIZATION),
-            cookie: text(header::COOKIE),
-            x_token: text(HeaderName::from_static("x-token")),
-        },
+        presented: PresentedToken::from_headers(|name| {
+            headers.get(name).and_then(|v| v.to_str().ok())
+        }),
         project_id,
         allow_public,
     };
