@@ -487,15 +487,19 @@ impl TestApp {
     }
 
     pub async fn authorize(&self, token: &str) -> AuthorizeResponse {
-        self.authentication
-            .clone()
-            .authorize(AuthorizeRequest {
-                token: token.into(),
-                ..Default::default()
-            })
+        self.try_authorize(token)
             .await
             .expect("authorize answers every token")
-            .into_inner()
+    }
+
+    /// Authorize, with its error (for when the database may be out of reach).
+    pub async fn try_authorize(&self, token: &str) -> Result<AuthorizeResponse, tonic::Status> {
+        let request = AuthorizeRequest {
+            token: token.into(),
+            ..Default::default()
+        };
+        let answer = self.authentication.clone().authorize(request).await?;
+        Ok(answer.into_inner())
     }
 
     pub async fn resend_code(&self, name: &str, code_token: &str) -> Result<(), tonic::Status> {

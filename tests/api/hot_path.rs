@@ -71,28 +71,16 @@ async fn with_the_database_gone_forged_tokens_are_still_refused_at_once() {
     // No database needed to know these are nobody's: the answer is public, not an error.
     for _ in 0..50 {
         let answer = app
-            .authentication
-            .clone()
-            .authorize(portcullis::grpc::pb::AuthorizeRequest {
-                token: forged_tagged(),
-                ..Default::default()
-            })
+            .try_authorize(&forged_tagged())
             .await
             .expect("refused in memory, no database call");
-        assert_eq!(answer.get_ref().role(), Role::Public);
+        assert_eq!(answer.role(), Role::Public);
     }
     // An untagged token could belong to a session from before tags: that one needs the
     // database (only until the last such session can have expired).
-    let legacy = app
-        .authentication
-        .clone()
-        .authorize(portcullis::grpc::pb::AuthorizeRequest {
-            token: random_body(32),
-            ..Default::default()
-        })
-        .await;
+    let legacy = app.try_authorize(&random_body(32)).await;
     assert_eq!(
-        legacy.map(|a| a.into_inner().role()).unwrap_err().code(),
+        legacy.map(|a| a.role()).unwrap_err().code(),
         tonic::Code::Unavailable
     );
     relay.restore();
@@ -113,15 +101,10 @@ async fn a_logged_out_token_replayed_again_and_again_does_not_reach_the_database
     relay.cut();
     for _ in 0..50 {
         let answer = app
-            .authentication
-            .clone()
-            .authorize(portcullis::grpc::pb::AuthorizeRequest {
-                token: user.token().to_owned(),
-                ..Default::default()
-            })
+            .try_authorize(user.token())
             .await
             .expect("refused from memory, no database call");
-        assert_eq!(answer.get_ref().role(), Role::Public);
+        assert_eq!(answer.role(), Role::Public);
     }
     relay.restore();
 }
@@ -164,15 +147,10 @@ async fn a_logout_drops_only_that_users_cache_entries_on_every_replica() {
     relay.cut();
     for token in [staying.token(), staying.jwt()] {
         let answer = second
-            .authentication
-            .clone()
-            .authorize(portcullis::grpc::pb::AuthorizeRequest {
-                token: token.into(),
-                ..Default::default()
-            })
+            .try_authorize(token)
             .await
             .expect("answered from the cache, no database needed");
-        assert_eq!(answer.get_ref().role(), Role::User);
+        assert_eq!(answer.role(), Role::User);
     }
     relay.restore();
 }
