@@ -201,20 +201,13 @@ pub async fn build_auth(
     clock: &Clock,
     outbox: OutboxSignal,
 ) -> anyhow::Result<Auth> {
-    let code_secret = store
-        .server_secret("login_code_hmac", || {
-            let mut secret = vec![0u8; 32];
-            getrandom::getrandom(&mut secret).expect("the operating system's random source failed");
-            secret
-        })
-        .await?;
-    let tag_key = store
-        .server_secret("user_token_tag", || {
-            let mut secret = vec![0u8; 32];
-            getrandom::getrandom(&mut secret).expect("the operating system's random source failed");
-            secret
-        })
-        .await?;
+    let random_key = || {
+        let mut secret = vec![0u8; 32];
+        getrandom::getrandom(&mut secret).expect("the operating system's random source failed");
+        secret
+    };
+    let code_secret = store.server_secret("login_code_hmac", random_key).await?;
+    let tag_key = store.server_secret("user_token_tag", random_key).await?;
     // Untagged tokens were issued before this secret existed; they live at most a
     // session lifetime after it.
     let now = clock.now();
@@ -441,7 +434,10 @@ impl Application {
             })
             // The request's span, log line and metrics; around the deadline, so requests
             // cut off get theirs too.
-            .layer(axum::middleware::from_fn(crate::observe::log_request))
+            .layer(axum::middleware::from_fn_with_state(
+                self.auth.clone(),
+                crate::observe::log_request,
+            ))
             // Outermost: every layer inside sees the request id.
             .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
 

@@ -129,18 +129,26 @@ fn describe() {
     );
 }
 
-/// A finished RPC. `service` and `method` must come from a bounded set (the caller
-/// maps unknown paths to "unknown"). On every call: only the method name is copied.
-pub fn rpc_handled(service: &'static str, method: &str, code: &'static str, took: Duration) {
-    let method = metrics::SharedString::from(method.to_owned());
+/// An RPC began. `service` and `method` come from a bounded set (unknown paths are
+/// "unknown"), so nothing is copied per call.
+pub fn rpc_started(service: &'static str, method: &'static str) {
     counter!(
         "grpc_server_started_total",
-        "grpc_type" => "unary", "grpc_service" => service, "grpc_method" => method.clone()
+        "grpc_type" => "unary", "grpc_service" => service, "grpc_method" => method
     )
     .increment(1);
+}
+
+/// A finished RPC (labels as in [`rpc_started`]).
+pub fn rpc_handled(
+    service: &'static str,
+    method: &'static str,
+    code: &'static str,
+    took: Duration,
+) {
     counter!(
         "grpc_server_handled_total",
-        "grpc_type" => "unary", "grpc_service" => service, "grpc_method" => method.clone(),
+        "grpc_type" => "unary", "grpc_service" => service, "grpc_method" => method,
         "grpc_code" => code
     )
     .increment(1);
@@ -151,17 +159,36 @@ pub fn rpc_handled(service: &'static str, method: &str, code: &'static str, took
     .record(took.as_secs_f64());
 }
 
-/// A finished HTTP request on a known route (or "unmatched").
-pub fn http_handled(route: &str, method: &str, status: u16, took: Duration) {
-    let class = format!("{}xx", status / 100);
+/// A finished HTTP request on a known route (or "unmatched"). Methods outside the
+/// standard ones (anyone can send any) are one "other" label.
+pub fn http_handled(route: &str, method: &axum::http::Method, status: u16, took: Duration) {
+    use axum::http::Method;
+    let method = match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
+    let class = match status / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    };
+    let route = metrics::SharedString::from(route.to_owned());
     counter!(
         "portcullis_http_requests_total",
-        "route" => route.to_owned(), "method" => method.to_owned(), "status_class" => class
+        "route" => route.clone(), "method" => method, "status_class" => class
     )
     .increment(1);
     histogram!(
         "portcullis_http_request_duration_seconds",
-        "route" => route.to_owned(), "method" => method.to_owned()
+        "route" => route, "method" => method
     )
     .record(took.as_secs_f64());
 }

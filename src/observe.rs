@@ -3,14 +3,18 @@
 //! (target `security`). Never a token, code or password: only ids and outcomes.
 
 use axum::body::Body;
-use axum::extract::ConnectInfo;
+use axum::extract::{ConnectInfo, State};
 use axum::http::Request;
 use axum::middleware::Next;
 use axum::response::Response;
+use prost::Message;
+use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 use tracing::Instrument;
+
+use crate::service::Auth;
 
 tokio::task_local! {
     /// What the operations of the request being served noted about it.
@@ -47,35 +51,55 @@ pub async fn tag_route(
     response
 }
 
-/// `(service, method)` of a gRPC path, for the services this server has; unknown paths
-/// (anyone can send any) are one "unknown" label.
-fn rpc_labels(path: &str) -> (&'static str, &str) {
-    const OTHERS: [&str; 3] = [
-        "grpc.health.v1.Health",
-        "grpc.reflection.v1.ServerReflection",
-        "grpc.reflection.v1alpha.ServerReflection",
-    ];
-    let known = |service: &str| {
-        crate::grpc::SERVICE_NAMES
-            .iter()
-            .chain(&OTHERS)
-            .find(|known| **known == service)
-            .copied()
-    };
-    match path.trim_start_matches('/').split_once('/') {
-        Some((service, method)) if !method.contains('/') => match known(service) {
-            Some(service) => (service, method),
-            None => ("unknown", "unknown"),
-        },
-        _ => ("unknown", "unknown"),
-    }
+/// `service/method` of every RPC this server answers, read once from its descriptors.
+fn known_rpcs() -> &'static HashSet<String> {
+    static RPCS: OnceLock<HashSet<String>> = OnceLock::new();
+    RPCS.get_or_init(|| {
+        let mut rpcs: HashSet<String> = [
+            "grpc.health.v1.Health/Check",
+            "grpc.health.v1.Health/Watch",
+            "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ]
+        .map(String::from)
+        .into();
+        for set in [
+            crate::grpc::FILE_DESCRIPTOR_SET,
+            crate::grpc::ENVOY_AUTHZ_DESCRIPTOR_SET,
+        ] {
+            let set = prost_types::FileDescriptorSet::decode(set).expect("built-in descriptors");
+            for file in &set.file {
+                for service in &file.service {
+                    for method in &service.method {
+                        rpcs.insert(format!(
+                            "{}.{}/{}",
+                            file.package(),
+                            service.name(),
+                            method.name()
+                        ));
+                    }
+                }
+            }
+        }
+        rpcs
+    })
 }
 
-/// The name of a gRPC status code, as tonic spells it (without formatting one per call).
+/// `(service, method)` of a gRPC path, for the RPCs this server has; any other path
+/// (anyone can send any) is one "unknown" label, so callers cannot grow the series.
+fn rpc_labels(path: &str) -> (&'static str, &'static str) {
+    known_rpcs()
+        .get(path.trim_start_matches('/'))
+        .and_then(|rpc| rpc.split_once('/'))
+        .unwrap_or(("unknown", "unknown"))
+}
+
+/// The name of a gRPC status code as go-grpc-prometheus spells it (dashboards filter on
+/// `grpc_code!="OK"`), without formatting one per call.
 fn grpc_code_name(code: i32) -> &'static str {
     const NAMES: [&str; 17] = [
-        "Ok",
-        "Cancelled",
+        "OK",
+        "Canceled",
         "Unknown",
         "InvalidArgument",
         "DeadlineExceeded",
@@ -100,27 +124,41 @@ fn grpc_code_name(code: i32) -> &'static str {
 }
 
 /// Logs each request once it is answered.
-pub async fn log_request(request: Request<Body>, next: Next) -> Response {
+pub async fn log_request(State(auth): State<Auth>, request: Request<Body>, next: Next) -> Response {
     let started = Instant::now();
     let grpc = crate::server::is_grpc(&request);
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
-    let caller_request_id = request
+    // Set by the request-id layer outside this one: the caller's, or a new one.
+    let request_id = request
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let client = request
+        .unwrap_or_default()
+        .to_owned();
+    // The client as the rest of the service sees it (X-Forwarded-For from a trusted proxy).
+    let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(peer)| peer.ip().to_string())
+        .map(|ConnectInfo(peer)| peer.ip());
+    let forwarded = request
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    let client = auth
+        .client_address(peer, forwarded)
+        .map(|ip| ip.to_string())
         .unwrap_or_default();
+    let rpc = grpc.then(|| rpc_labels(&path));
+    if let Some((service, method)) = rpc {
+        crate::metrics::rpc_started(service, method);
+    }
     let span = tracing::info_span!(
         "request",
         otel.name = %path.trim_start_matches('/'),
         otel.kind = "server",
         transport = if grpc { "grpc" } else { "http" },
-        request_id = caller_request_id.as_deref().unwrap_or_default(),
+        request_id = request_id.as_str(),
         method = %method,
         project_id = tracing::field::Empty,
         status = tracing::field::Empty,
@@ -133,26 +171,17 @@ pub async fn log_request(request: Request<Body>, next: Next) -> Response {
             Mutex::new(None),
             async move {
                 let response = next.run(request).await;
-                let project = NOTES.with(|notes| notes.lock().ok().and_then(|n| n.clone()));
+                let project = NOTES.with(|notes| notes.lock().ok().and_then(|mut n| n.take()));
                 (response, project)
             }
             .instrument(span.clone()),
         )
         .await;
-    let latency_ms = started.elapsed().as_secs_f64() * 1e3;
-    // The caller's id, or the one the service gave the request (on the response).
-    let request_id = caller_request_id
-        .or_else(|| {
-            response
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        })
-        .unwrap_or_default();
+    let took = started.elapsed();
+    let latency_ms = took.as_secs_f64() * 1e3;
     let project = project.unwrap_or_default();
     span.record("project_id", project.as_str());
-    if grpc {
+    if let Some((service, method)) = rpc {
         // Errors are trailers-only answers: their status is in the headers.
         let code = response
             .headers()
@@ -162,8 +191,7 @@ pub async fn log_request(request: Request<Body>, next: Next) -> Response {
             .unwrap_or(0);
         let code = grpc_code_name(code);
         span.record("status", code);
-        let (service, method) = rpc_labels(&path);
-        crate::metrics::rpc_handled(service, method, code, started.elapsed());
+        crate::metrics::rpc_handled(service, method, code, took);
         tracing::info!(
             target: "request",
             transport = "grpc",
@@ -181,12 +209,7 @@ pub async fn log_request(request: Request<Body>, next: Next) -> Response {
             .extensions()
             .get::<RouteLabel>()
             .map_or("unmatched", |label| label.0.as_str());
-        crate::metrics::http_handled(
-            route,
-            method.as_str(),
-            response.status().as_u16(),
-            started.elapsed(),
-        );
+        crate::metrics::http_handled(route, &method, response.status().as_u16(), took);
         tracing::info!(
             target: "request",
             transport = "http",
@@ -216,16 +239,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn code_names_follow_tonic_and_unknown_services_are_one_label() {
-        for code in 0..=16 {
+    fn code_names_follow_go_grpc_prometheus_and_unknown_rpcs_are_one_label() {
+        assert_eq!(grpc_code_name(0), "OK");
+        assert_eq!(grpc_code_name(1), "Canceled");
+        for code in 2..=16 {
             assert_eq!(
                 grpc_code_name(code),
                 format!("{:?}", tonic::Code::from_i32(code))
             );
         }
+        assert_eq!(grpc_code_name(99), "Unknown");
         assert_eq!(
             rpc_labels("/portcullis.v1.AuthenticationService/Authorize"),
             ("portcullis.v1.AuthenticationService", "Authorize")
+        );
+        assert_eq!(
+            rpc_labels("/envoy.service.auth.v3.Authorization/Check"),
+            ("envoy.service.auth.v3.Authorization", "Check")
+        );
+        assert_eq!(rpc_labels("/grpc.health.v1.Health/Check").1, "Check");
+        // A known service with a made-up method must not become a series of its own.
+        assert_eq!(
+            rpc_labels("/portcullis.v1.AuthenticationService/Made_Up_1234"),
+            ("unknown", "unknown")
         );
         assert_eq!(rpc_labels("/made.up.Service/X"), ("unknown", "unknown"));
     }

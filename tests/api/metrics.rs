@@ -79,7 +79,7 @@ async fn metrics_count_rpcs_routes_and_outcomes_and_pass_promtool() {
             &[
                 "grpc_service=\"portcullis.v1.AuthenticationService\"",
                 "grpc_method=\"Authorize\"",
-                "grpc_code=\"Ok\"",
+                "grpc_code=\"OK\"",
                 "grpc_type=\"unary\"",
             ][..],
         ),
