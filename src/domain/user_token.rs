@@ -28,20 +28,26 @@ pub enum UserTokenForm {
 /// The key user tokens are tagged with (a server secret, the same on every replica), and
 /// until when untagged tokens may still be alive.
 pub struct UserTokenKey {
-    key: Vec<u8>,
+    /// Keyed and primed with the purpose once; cloned for each token.
+    mac: Hmac<Sha256>,
     legacy_until: i64,
 }
 
 impl UserTokenKey {
     pub fn new(key: Vec<u8>, legacy_until: i64) -> UserTokenKey {
-        UserTokenKey { key, legacy_until }
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key");
+        mac.update(b"portcullis user token");
+        UserTokenKey { mac, legacy_until }
+    }
+
+    fn mac(&self, random: &[u8]) -> Hmac<Sha256> {
+        let mut mac = self.mac.clone();
+        mac.update(random);
+        mac
     }
 
     fn tag(&self, random: &[u8]) -> [u8; TAG_BYTES] {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key");
-        mac.update(b"portcullis user token");
-        mac.update(random);
-        let full = mac.finalize().into_bytes();
+        let full = self.mac(random).finalize().into_bytes();
         let mut tag = [0u8; TAG_BYTES];
         tag.copy_from_slice(&full[..TAG_BYTES]);
         tag
@@ -72,11 +78,7 @@ impl UserTokenKey {
             n if n == RANDOM_BYTES + TAG_BYTES => {
                 let (random, tag) = bytes.split_at(RANDOM_BYTES);
                 // Constant time: the tag is a secret's output.
-                let mut mac =
-                    Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key");
-                mac.update(b"portcullis user token");
-                mac.update(random);
-                if mac.verify_truncated_left(tag).is_ok() {
+                if self.mac(random).verify_truncated_left(tag).is_ok() {
                     UserTokenForm::Tagged
                 } else {
                     UserTokenForm::Forged

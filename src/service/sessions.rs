@@ -190,21 +190,21 @@ impl Auth {
         }
         let now = self.now();
         let is_user_token = TokenKind::of(token) == Some(TokenKind::User);
-        // Forged and random USER_TOKENs end here, in memory: a flood of them never
-        // reaches the database.
-        if is_user_token && self.inner.user_tokens.form(token, now) == UserTokenForm::Forged {
-            return Ok(None);
-        }
         let hash = TokenHash::of(token);
-        if let Lookup::Cached = lookup {
-            if let Some(session) = self.store().cached_session(&hash.0, now) {
-                let expires_at = session.expires_at;
-                return Ok(Some((session, expires_at)));
-            }
-            // Logged out or expired: presenting it again does not reach the database.
-            if is_user_token && self.store().known_refused(&hash.0) {
-                return Ok(None);
-            }
+        if let Lookup::Cached = lookup
+            && let Some(session) = self.store().cached_session(&hash.0, now)
+        {
+            // Only sessions read from the database are cached: no tag check needed.
+            let expires_at = session.expires_at;
+            return Ok(Some((session, expires_at)));
+        }
+        // Forged and random USER_TOKENs end here, in memory: a flood of them never
+        // reaches the database. Logged out or expired ones, once read, end here too.
+        if is_user_token
+            && (self.inner.user_tokens.form(token, now) == UserTokenForm::Forged
+                || matches!(lookup, Lookup::Cached) && self.store().known_refused(&hash.0))
+        {
+            return Ok(None);
         }
         let found = if is_user_token {
             let found = self
