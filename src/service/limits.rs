@@ -58,7 +58,7 @@ impl Auth {
         }
         Ok(CodeSending {
             client_block: block,
-            paused: counts.code_failures >= policy.code_failures_per_name,
+            paused: self.paused_at(counts.code_failures),
         })
     }
 
@@ -70,12 +70,8 @@ impl Auth {
         recipient: &str,
         now: i64,
     ) -> Result<bool> {
-        tx.lock_key(&format!("recipient:{recipient}")).await?;
-        let counts = tx
-            .sending_counts(&self.sending_query(recipient, None, now))
-            .await?;
-        match self.message_budget(&counts) {
-            Ok(()) => Ok(true),
+        match self.check_code_sending(tx, recipient, None, now).await {
+            Ok(_) => Ok(true),
             Err(Error::TooManyRequests { .. }) => Ok(false),
             Err(other) => Err(other),
         }
@@ -93,7 +89,6 @@ impl Auth {
             window_since: now - policy.message_window_seconds,
             day_since: now - DAY_SECONDS,
             client_block,
-            block_since: now - policy.message_window_seconds,
             failures_since: now - policy.code_failure_window_seconds,
         }
     }
@@ -126,11 +121,13 @@ impl Auth {
     /// its code tokens, reached the budget. Magic links keep working (256 random bits
     /// cannot be guessed), so the owner is never locked out.
     pub(super) async fn codes_paused(&self, tx: &mut Tx, name: &str, now: i64) -> Result<bool> {
-        let policy = &self.inner.policy;
-        Ok(tx
-            .count_code_failures_since(name, now - policy.code_failure_window_seconds)
-            .await?
-            >= policy.code_failures_per_name)
+        let since = now - self.inner.policy.code_failure_window_seconds;
+        Ok(self.paused_at(tx.count_code_failures_since(name, since).await?))
+    }
+
+    /// The pause rule: this many wrong codes within the window.
+    fn paused_at(&self, failures: i64) -> bool {
+        failures >= self.inner.policy.code_failures_per_name
     }
 
     /// Before a code is judged: locks the name (so concurrent guesses are counted one by

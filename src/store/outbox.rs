@@ -163,16 +163,15 @@ impl Tx {
             "SELECT
                (SELECT COUNT(*) FROM outbox WHERE recipient = $1 AND created_at >= $2) AS in_window,
                (SELECT COUNT(*) FROM outbox WHERE recipient = $1 AND created_at >= $3) AS in_day,
-               (SELECT COUNT(*) FROM login_requests WHERE client_block = $4 AND created_at >= $5)
+               (SELECT COUNT(*) FROM login_requests WHERE client_block = $4 AND created_at >= $2)
                  AS from_block,
-               (SELECT COUNT(*) FROM code_failures WHERE name = $1 AND failed_at >= $6)
+               (SELECT COUNT(*) FROM code_failures WHERE name = $1 AND failed_at >= $5)
                  AS code_failures",
         )
         .bind(query.recipient)
         .bind(query.window_since)
         .bind(query.day_since)
         .bind(query.client_block)
-        .bind(query.block_since)
         .bind(query.failures_since)
         .fetch_one(&mut *self.tx)
         .await?;

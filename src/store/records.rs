@@ -315,9 +315,9 @@ pub struct SendingQuery<'a> {
     pub recipient: &'a str,
     pub window_since: i64,
     pub day_since: i64,
-    /// `None`: no client address known, nothing counted for it.
+    /// `None`: no client address known, nothing counted for it. Its requests are counted
+    /// over the same window as the recipient's messages.
     pub client_block: Option<&'a str>,
-    pub block_since: i64,
     pub failures_since: i64,
 }
 
