@@ -208,18 +208,11 @@ impl Auth {
 
     /// The project a caller names by id: the one lookup, with one set of words.
     async fn project_by_id(&self, project_id: &str) -> Result<ProjectRecord> {
-        let id = project_id.trim();
-        if id.is_empty() {
-            return Err(Error::invalid("project_id", "is required"));
-        }
-        if id.len() > 64 {
-            return Err(Error::invalid("project_id", "is longer than 64 characters"));
-        }
         let project = self
             .store()
-            .project_by_id(id)
+            .project_by_id(parse_project_id(project_id)?)
             .await?
-            .ok_or_else(|| Error::NotFound("no project has this project_id".into()))?;
+            .ok_or_else(no_such_project)?;
         crate::observe::note_project(&project.id);
         Ok(project)
     }
@@ -251,6 +244,22 @@ impl Auth {
         crate::observe::note_project(&project.id);
         Ok(project)
     }
+}
+
+/// A project id as a caller gave it: present and of sane size.
+fn parse_project_id(project_id: &str) -> Result<&str> {
+    let id = project_id.trim();
+    if id.is_empty() {
+        return Err(Error::invalid("project_id", "is required"));
+    }
+    if id.len() > 64 {
+        return Err(Error::invalid("project_id", "is longer than 64 characters"));
+    }
+    Ok(id)
+}
+
+fn no_such_project() -> Error {
+    Error::NotFound("no project has this project_id".into())
 }
 
 /// A token as presented: present and of sane size. Its kind and validity are judged later.

@@ -52,9 +52,7 @@ impl Auth {
         owner: Option<&str>,
     ) -> Result<CreatedProject> {
         self.require_operator(operator).await?;
-        let created = self.create_project(name, owner, false, false).await?;
-        crate::security_event!("project_created", project_id = %created.project_id);
-        Ok(created)
+        self.create_project(name, owner, false, false).await
     }
 
     pub async fn operator_list_projects(&self, operator: &str) -> Result<Vec<ProjectSummary>> {
@@ -69,9 +67,13 @@ impl Auth {
         project_id: &str,
     ) -> Result<RotatedTokens> {
         self.require_operator(operator).await?;
+        let app = SecretToken::generate(TokenKind::App);
+        let admin = SecretToken::generate(TokenKind::Admin);
+        self.replace_tokens(project_id, Some(&app), Some(&admin))
+            .await?;
         Ok(RotatedTokens {
-            app_token: self.rotate_app_token(project_id).await?,
-            admin_token: self.rotate_admin_token(project_id).await?,
+            app_token: app.into_string(),
+            admin_token: admin.into_string(),
         })
     }
 

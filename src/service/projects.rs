@@ -39,6 +39,7 @@ impl Auth {
             .insert_project(&mut tx, name, owner.as_ref(), anonymous_login, recovery)
             .await?;
         tx.commit().await?;
+        crate::security_event!("project_created", project_id = %created.project_id);
         Ok(created)
     }
 
@@ -109,34 +110,50 @@ impl Auth {
         Ok(self.store().list_projects().await?)
     }
 
-    /// A new app token for the project; the old one stops working at once. Returned
-    /// once.
+    /// A new app token for the project; the old one stops working at once.
     pub async fn rotate_app_token(&self, project_id: &str) -> Result<String> {
-        let mut project = self.project_by_id(project_id).await?;
         let token = SecretToken::generate(TokenKind::App);
-        project.app_token = token.expose().to_owned();
-        let mut tx = self.store().begin().await?;
-        tx.update_project(&project).await?;
-        tx.commit().await?;
-        crate::security_event!("app_token_rotated", project_id = %project.id);
+        self.replace_tokens(project_id, Some(&token), None).await?;
         Ok(token.into_string())
     }
 
     /// A new admin token for the project; the old one stops working at once. Only its
     /// hash is kept, so this is the one time it is shown.
     pub async fn rotate_admin_token(&self, project_id: &str) -> Result<String> {
-        let project = self.project_by_id(project_id).await?;
         let token = SecretToken::generate(TokenKind::Admin);
+        self.replace_tokens(project_id, None, Some(&token)).await?;
+        Ok(token.into_string())
+    }
+
+    /// Replaces the project's app token, admin token, or both, in one transaction that
+    /// touches nothing else of the project.
+    pub(super) async fn replace_tokens(
+        &self,
+        project_id: &str,
+        app: Option<&SecretToken>,
+        admin: Option<&SecretToken>,
+    ) -> Result<()> {
+        let project_id = super::parse_project_id(project_id)?;
         let mut tx = self.store().begin().await?;
-        if !tx
-            .set_admin_token_hash(&project.id, &token.hash().0)
-            .await?
+        if let Some(app) = app
+            && !tx.set_app_token(project_id, app.expose()).await?
         {
-            return Err(Error::NotFound("no project has this project_id".into()));
+            return Err(super::no_such_project());
+        }
+        if let Some(admin) = admin
+            && !tx.set_admin_token_hash(project_id, &admin.hash().0).await?
+        {
+            return Err(super::no_such_project());
         }
         tx.commit().await?;
-        crate::security_event!("admin_token_rotated", project_id = %project.id);
-        Ok(token.into_string())
+        crate::observe::note_project(project_id);
+        if app.is_some() {
+            crate::security_event!("app_token_rotated", project_id = %project_id);
+        }
+        if admin.is_some() {
+            crate::security_event!("admin_token_rotated", project_id = %project_id);
+        }
+        Ok(())
     }
 }
 

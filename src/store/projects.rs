@@ -125,6 +125,16 @@ impl Tx {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Replaces a project's app token; false: no such project.
+    pub async fn set_app_token(&mut self, project_id: &str, token: &str) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE projects SET app_token = $2 WHERE id = $1")
+            .bind(project_id)
+            .bind(token)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Replaces a project's admin token (only its hash is stored); false: no such project.
     pub async fn set_admin_token_hash(
         &mut self,
