@@ -135,7 +135,11 @@ impl Tls {
             let hangup_received = std::future::pending::<()>();
             tokio::select! {
                 () = &mut stopped => return,
-                () = hangup_received => self.reload(),
+                () = hangup_received => {
+                    // What was just loaded is not reloaded again at the next poll.
+                    seen = self.files.modified();
+                    self.reload();
+                }
                 () = tokio::time::sleep(interval) => {
                     let now = self.files.modified();
                     if now != seen {

@@ -211,13 +211,8 @@ pub async fn run_worker(
                 Ok(leased) => {
                     for message in leased.unreadable {
                         tracing::error!(id = message.id, error = %message.error, "an outbox message does not open");
-                        let retry_at = clock.now() + backoff_seconds(message.attempts);
-                        let failed = store
-                            .mark_message_failed(message.id, &owner, retry_at, &message.error)
-                            .await;
-                        if let Err(error) = failed {
-                            tracing::warn!(id = message.id, %error, "could not record delivery outcome");
-                        }
+                        let (id, attempts) = (message.id, message.attempts);
+                        record_failure(&store, &owner, &clock, id, attempts, &message.error).await;
                     }
                     for message in leased.ready {
                         sending.spawn(send_leased(
@@ -275,6 +270,21 @@ async fn record_delivered(store: &Store, owner: &str, clock: &Clock, delivered: 
     }
 }
 
+/// Records a failed attempt; the message is tried again after a backoff.
+async fn record_failure(
+    store: &Store,
+    owner: &str,
+    clock: &Clock,
+    id: i64,
+    attempts: i64,
+    error: &str,
+) {
+    let retry_at = clock.now() + backoff_seconds(attempts);
+    if let Err(error) = store.mark_message_failed(id, owner, retry_at, error).await {
+        tracing::warn!(id, %error, "could not record delivery outcome");
+    }
+}
+
 /// Sends one leased message, renewing the lease meanwhile; stops (without recording
 /// anything) if the lease is lost, since another worker owns the message then. Returns
 /// the id of a message delivered, for the worker to record; a failure is recorded here.
@@ -318,13 +328,7 @@ async fn send_leased(
         Err(error) => {
             crate::metrics::count_labelled("portcullis_messages_failed_total", "channel", channel);
             tracing::warn!(id = message.id, channel, %error, "delivery failed, will retry");
-            let retry_at = clock.now() + backoff_seconds(message.attempts);
-            if let Err(error) = store
-                .mark_message_failed(message.id, &owner, retry_at, &error)
-                .await
-            {
-                tracing::warn!(id = message.id, %error, "could not record delivery outcome");
-            }
+            record_failure(&store, &owner, &clock, message.id, message.attempts, &error).await;
             None
         }
     }

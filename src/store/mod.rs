@@ -427,7 +427,8 @@ impl Tx {
     fn revoke_user(&mut self, user_id: i64) {
         match &mut self.revoked {
             Revoked::Nobody => self.revoked = Revoked::Users(vec![user_id]),
-            Revoked::Users(users) => users.push(user_id),
+            Revoked::Users(users) if !users.contains(&user_id) => users.push(user_id),
+            Revoked::Users(_) => {}
             Revoked::Everyone => {}
         }
     }
