@@ -243,12 +243,16 @@ mod tests {
 
     #[test]
     fn a_full_cache_first_drops_what_outlived_the_ttl() {
-        let cache = SessionCache::new(Duration::from_millis(20), 2);
-        cache.put([1; 32], session(100));
-        std::thread::sleep(Duration::from_millis(30));
-        cache.put([2; 32], session(100));
-        cache.put([3; 32], session(100)); // full: [1] is stale and goes, [2] stays
-        assert!(cache.get(&[2; 32], 0).is_some());
-        assert!(cache.get(&[3; 32], 0).is_some());
+        let cache = SessionCache::new(Duration::from_millis(200), 8);
+        cache.put([0; 32], session(100));
+        std::thread::sleep(Duration::from_millis(250));
+        for i in 1..8u8 {
+            cache.put([i; 32], session(100));
+        }
+        // Full: only the stale entry has to go; the oldest quarter would take a fresh one.
+        cache.put([9; 32], session(100));
+        for i in (1..8u8).chain([9]) {
+            assert!(cache.get(&[i; 32], 0).is_some(), "entry {i} stays");
+        }
     }
 }

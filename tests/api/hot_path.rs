@@ -119,11 +119,19 @@ async fn a_logout_drops_only_that_users_cache_entries_on_every_replica() {
     // Replicas share the public URL (the JWT issuer) and, as both deliver from the one
     // outbox table, the outbox folder.
     let issuer = Some("https://auth.replicas.test".to_owned());
-    let first = spawn_app_on(database, |s| s.public_url = issuer.clone()).await;
+    // A cache TTL far past the wait below: only the notification can drop an entry in
+    // time, not its expiry.
+    let ttl = std::time::Duration::from_secs(120);
+    let first = spawn_app_on(database, |s| {
+        s.public_url = issuer.clone();
+        s.session_cache = ttl;
+    })
+    .await;
     let outbox = first.outbox.clone();
     let second = spawn_app_on(first.database.shared(), |s| {
         s.public_url = issuer.clone();
         s.mail_outbox = outbox;
+        s.session_cache = ttl;
     })
     .await;
     let leaving = first.log_in("leaving@example.com").await;

@@ -67,7 +67,8 @@ async fn a_callers_traceparent_parents_the_request_span_and_transactions_are_chi
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let app_token = first_start_project(child.stdout.take().unwrap())["app_token"].clone();
+    let project = first_start_project(child.stdout.take().unwrap());
+    let (app_token, project_id) = (project["app_token"].clone(), project["project_id"].clone());
 
     let trace_id: [u8; 16] = rand_bytes();
     let http_parent: [u8; 8] = rand_bytes();
@@ -131,14 +132,20 @@ async fn a_callers_traceparent_parents_the_request_span_and_transactions_are_chi
     assert_eq!(http.name, "api/authenticate");
     assert_eq!(grpc.name, "portcullis.v1.AuthenticationService/Authorize");
     assert_eq!(transaction.trace_id, trace_id.to_vec());
-    let project = http
+    let named = http
         .attributes
         .iter()
         .find(|a| a.key == "project_id")
         .and_then(|a| a.value.as_ref())
-        .map(|v| format!("{:?}", v.value));
-    assert!(
-        project.is_some_and(|p| p.len() > 30),
+        .and_then(|v| match &v.value {
+            Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s)) => {
+                Some(s.clone())
+            }
+            _ => None,
+        });
+    assert_eq!(
+        named.as_deref(),
+        Some(project_id.as_str()),
         "the request span names its project: {:?}",
         http.attributes
     );
