@@ -652,6 +652,34 @@ async fn logs_have_a_line_per_request_and_per_security_event_and_no_secrets() {
         .await
         .unwrap();
     assert_eq!(who.get_ref().role(), Role::User);
+    // Credentials in every place a request carries them: the Authorization header and a
+    // cookie (forward auth), the admin token as a bearer (gRPC metadata), a token in the
+    // query string (the published logout).
+    let forwarded = http
+        .get(format!("{base}/auth/forward?project_id={project_id}"))
+        .bearer_auth(&user_token)
+        .header("cookie", format!("portcullis_token={user_token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forwarded.status(), reqwest::StatusCode::OK);
+    let mut admin = portcullis::grpc::pb::admin_service_client::AdminServiceClient::new(
+        tonic::transport::Channel::from_shared(base.clone())
+            .unwrap()
+            .connect_lazy(),
+    );
+    let mut request = tonic::Request::new(portcullis::grpc::pb::GetProjectRequest {});
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {admin_token}").parse().unwrap(),
+    );
+    admin.get_project(request).await.unwrap();
+    let logout = http
+        .get(format!("{base}/api/logout?token={user_token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), reqwest::StatusCode::OK);
 
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -699,7 +727,7 @@ async fn logs_have_a_line_per_request_and_per_security_event_and_no_secrets() {
             .unwrap_or_default()
             .is_empty()
     );
-    for event in ["login_ok", "login_failed"] {
+    for event in ["login_ok", "login_failed", "session_revoked"] {
         let line = find(&|e| e["target"] == "security" && e["fields"]["event"] == event)
             .unwrap_or_else(|| panic!("no {event} event in {all}"));
         assert_eq!(line["fields"]["project_id"], project_id.as_str(), "{line}");
