@@ -178,12 +178,17 @@ impl TestDatabase {
         self
     }
 
+    /// A pool of its own on the test database, as a person with a copy of it would read.
+    pub async fn pool(&self) -> sqlx::AnyPool {
+        sqlx::any::install_default_drivers();
+        sqlx::AnyPool::connect(&self.url)
+            .await
+            .expect("connect to test database")
+    }
+
     /// Counts rows of a table, to check that refused requests wrote nothing.
     pub async fn count(&self, table: &str) -> i64 {
-        sqlx::any::install_default_drivers();
-        let pool = sqlx::AnyPool::connect(&self.url)
-            .await
-            .expect("connect to test database");
+        let pool = self.pool().await;
         let row = sqlx::query(&format!("SELECT COUNT(*) AS n FROM {table}"))
             .fetch_one(&pool)
             .await

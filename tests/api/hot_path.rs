@@ -41,8 +41,7 @@ async fn issued_tokens_carry_a_tag_and_untagged_ones_of_live_sessions_still_work
     // A session opened before tags: its untagged token keeps working.
     let legacy = random_body(32);
     let hash = portcullis::domain::TokenHash::of(&legacy);
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&app.database.url).await.unwrap();
+    let pool = app.database.pool().await;
     let who = app.authorize(user.token()).await;
     sqlx::query(
         "INSERT INTO sessions (id, token_hash, user_id, created_at, expires_at)

@@ -261,8 +261,7 @@ const PASSWORD: &str = "correct horse battery staple";
 /// The failures counted against a password-limit key.
 async fn failures_of(app: &TestApp, key: &str) -> i64 {
     use sqlx::Row;
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&app.database.url).await.unwrap();
+    let pool = app.database.pool().await;
     let row = sqlx::query("SELECT failures FROM password_failures WHERE key = $1")
         .bind(key)
         .fetch_optional(&pool)
@@ -391,8 +390,7 @@ async fn checks_left_running_by_a_dead_process_are_forgotten_after_their_lease(b
     // A process died with five checks running for this account: their marks stay behind.
     let now = app.clock.now();
     let key = format!("account:{}:survivor@example.com", app.project.project_id);
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&app.database.url).await.unwrap();
+    let pool = app.database.pool().await;
     sqlx::query(
         "INSERT INTO password_failures (key, failures, pending, window_started_at, pending_until)
          VALUES ($1, 0, 5, $2, $3)",

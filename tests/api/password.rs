@@ -730,7 +730,7 @@ async fn cost_bomb_hashes_are_refused_at_import_and_unchecked_when_already_store
     app.register("bystander@example.com", PASSWORD)
         .await
         .unwrap();
-    let pool = pool(&app).await;
+    let pool = app.database.pool().await;
     sqlx::query("UPDATE users SET password_hash = $1 WHERE name = 'victim@example.com'")
         .bind(&bombs[0].0)
         .execute(&pool)
@@ -966,23 +966,16 @@ async fn reset_password(app: &TestApp, token: &str, new: &str) -> Result<(), ton
     app.passwords().reset_password(request).await.map(|_| ())
 }
 
-async fn pool(app: &TestApp) -> sqlx::AnyPool {
-    sqlx::any::install_default_drivers();
-    sqlx::AnyPool::connect(&app.database.url)
-        .await
-        .expect("connect to test database")
-}
-
 /// Runs a statement on the test's database (project settings have no API yet).
 async fn query_string(app: &TestApp, sql: &str) -> String {
-    let pool = pool(app).await;
+    let pool = app.database.pool().await;
     let row = sqlx::query(sql).fetch_one(&pool).await.expect(sql);
     pool.close().await;
     row.try_get("v").expect("column v")
 }
 
 async fn query_bytes(app: &TestApp, sql: &str) -> Vec<u8> {
-    let pool = pool(app).await;
+    let pool = app.database.pool().await;
     let row = sqlx::query(sql).fetch_one(&pool).await.expect(sql);
     pool.close().await;
     row.try_get("v").expect("column v")

@@ -17,15 +17,10 @@ on_both_backends!(
     a_message_that_does_not_open_fails_alone_and_holds_up_no_other,
 );
 
-async fn pool(app: &TestApp) -> sqlx::AnyPool {
-    sqlx::any::install_default_drivers();
-    sqlx::AnyPool::connect(&app.database.url).await.unwrap()
-}
-
 /// Every text and byte value of the tables that hold secrets, as an attacker with a copy
 /// of the database would read them.
 async fn dump(app: &TestApp) -> (Vec<String>, Vec<Vec<u8>>) {
-    let pool = pool(app).await;
+    let pool = app.database.pool().await;
     let mut texts = Vec::new();
     for row in sqlx::query("SELECT subject, body FROM outbox")
         .fetch_all(&pool)
@@ -135,7 +130,7 @@ async fn plain_rows_from_an_older_version_are_sealed_at_start(backend: Backend) 
 
     // Make the database look as an older version left it: everything plain, no check.
     let key = master_key_of(&app, backend);
-    let pool = pool(&app).await;
+    let pool = app.database.pool().await;
     for row in sqlx::query("SELECT kid, private_key FROM signing_keys")
         .fetch_all(&pool)
         .await
@@ -208,7 +203,7 @@ fn master_key_of(app: &TestApp, backend: Backend) -> portcullis::domain::MasterK
 async fn a_message_an_older_version_sealed_to_its_row_id_is_still_delivered(backend: Backend) {
     let app = spawn_app(backend).await;
     let key = master_key_of(&app, backend);
-    let pool = pool(&app).await;
+    let pool = app.database.pool().await;
     // Not due until sealed, so the worker does not lease it half-written.
     let row = sqlx::query(
         "INSERT INTO outbox (channel, recipient, subject, body, next_attempt_at, created_at)
@@ -239,7 +234,7 @@ async fn a_message_an_older_version_sealed_to_its_row_id_is_still_delivered(back
 async fn a_message_that_does_not_open_fails_alone_and_holds_up_no_other(backend: Backend) {
     let app = spawn_app(backend).await;
     let key = master_key_of(&app, backend);
-    let pool = pool(&app).await;
+    let pool = app.database.pool().await;
     // Both due at once, committed together: the worker leases them in one batch.
     let mut tx = pool.begin().await.unwrap();
     for (recipient, subject, body) in [
