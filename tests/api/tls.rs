@@ -131,29 +131,21 @@ async fn grpc_and_http_share_the_tls_listener() {
         .await
         .unwrap();
     assert_eq!(healthz.status(), reqwest::StatusCode::OK);
-    let jwks: serde_json::Value = http
-        .get(format!(
-            "https://localhost:{}/.well-known/jwks.json",
-            app.port
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let get_json = |path: &'static str| {
+        let request = http.get(format!("https://localhost:{}{path}", app.port));
+        async move {
+            request
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let jwks = get_json("/.well-known/jwks.json").await;
     assert!(jwks["keys"].is_array());
-    let discovery: serde_json::Value = http
-        .get(format!(
-            "https://localhost:{}/.well-known/openid-configuration",
-            app.port
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let discovery = get_json("/.well-known/openid-configuration").await;
     assert!(
         discovery["issuer"]
             .as_str()
