@@ -44,7 +44,7 @@ impl Tx {
         .bind(event.owner_id)
         .bind(&event.name)
         .bind(event.created_at)
-        .execute(&mut *self.tx)
+        .execute(&mut self.tx)
         .await?;
         Ok(())
     }
@@ -54,7 +54,7 @@ impl Tx {
             sqlx::query("SELECT COUNT(*) AS n FROM logs WHERE event_id = $1 AND created_at >= $2")
                 .bind(event_id)
                 .bind(since)
-                .fetch_one(&mut *self.tx)
+                .fetch_one(&mut self.tx)
                 .await?;
         Ok(row.try_get("n")?)
     }
@@ -69,7 +69,7 @@ impl Tx {
             .bind(event_id)
             .bind(data)
             .bind(now)
-            .execute(&mut *self.tx)
+            .execute(&mut self.tx)
             .await?;
         Ok(())
     }

@@ -17,7 +17,7 @@ impl Tx {
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(key_hash(key))
-                .execute(&mut *self.tx)
+                .execute(&mut self.tx)
                 .await?;
         }
         Ok(())
@@ -30,7 +30,7 @@ impl Tx {
         )
         .bind(name)
         .bind(since)
-        .fetch_one(&mut *self.tx)
+        .fetch_one(&mut self.tx)
         .await?;
         Ok(row.try_get("n")?)
     }
@@ -45,12 +45,12 @@ impl Tx {
         sqlx::query("DELETE FROM code_failures WHERE name = $1 AND failed_at < $2")
             .bind(name)
             .bind(forget_before)
-            .execute(&mut *self.tx)
+            .execute(&mut self.tx)
             .await?;
         sqlx::query("INSERT INTO code_failures (name, failed_at) VALUES ($1, $2)")
             .bind(name)
             .bind(now)
-            .execute(&mut *self.tx)
+            .execute(&mut self.tx)
             .await?;
         Ok(())
     }

@@ -33,7 +33,7 @@ impl Tx {
         .bind(request.expires_at)
         .bind(request.created_at)
         .bind(request.client_block.as_deref())
-        .execute(&mut *self.tx)
+        .execute(&mut self.tx)
         .await?;
         Ok(())
     }
@@ -47,7 +47,7 @@ impl Tx {
             LoginRequestRecord::column_list()
         ))
         .bind(token_hash)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(&mut self.tx)
         .await?)
     }
 
@@ -67,7 +67,7 @@ impl Tx {
         ))
         .bind(token_hash)
         .bind(now)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(&mut self.tx)
         .await?)
     }
 
@@ -78,7 +78,7 @@ impl Tx {
         )
         .bind(now)
         .bind(id)
-        .execute(&mut *self.tx)
+        .execute(&mut self.tx)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -102,7 +102,7 @@ impl Tx {
         .bind(id)
         .bind(now)
         .bind(link_token_hash)
-        .execute(&mut *self.tx)
+        .execute(&mut self.tx)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -116,7 +116,7 @@ impl Tx {
             LoginRequestRecord::column_list()
         ))
         .bind(link_token_hash)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(&mut self.tx)
         .await?)
     }
 
@@ -136,7 +136,7 @@ impl Tx {
         ))
         .bind(link_token_hash)
         .bind(now)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(&mut self.tx)
         .await?)
     }
 
@@ -158,7 +158,7 @@ impl Tx {
         .bind(token_hash)
         .bind(now)
         .bind(confirmed_since)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(&mut self.tx)
         .await?)
     }
 }

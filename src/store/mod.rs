@@ -4,6 +4,7 @@
 //! portable column types (integers for times and flags, text, bytes).
 
 mod events;
+mod executor;
 mod keys;
 mod limits;
 mod logins;
@@ -18,15 +19,17 @@ mod rows;
 mod sealing;
 mod session_cache;
 mod sessions;
+mod sqlite_writer;
 mod users;
 
 use secrecy::SecretString;
 use sqlx::any::AnyPoolOptions;
-use sqlx::{Any, AnyPool, Connection, Executor, Row, Transaction};
+use sqlx::{Any, AnyPool, Connection, Executor, Row};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use executor::{TxConnection, Writer};
 use session_cache::SessionCache;
 
 use crate::domain::{MasterKey, SealError};
@@ -155,9 +158,9 @@ const RELEASE_PING_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Store {
     /// Reads outside transactions.
     pool: AnyPool,
-    /// Transactions and other writes: on SQLite one connection, so writers queue in the
-    /// process; on PostgreSQL the same pool as reads.
-    writer: AnyPool,
+    /// Transactions and other writes: on SQLite one native connection, so writers queue
+    /// in the process; on PostgreSQL the same pool as reads.
+    writer: Writer,
     backend: Backend,
     sessions: Arc<SessionCache>,
     /// Seals secrets at rest; set once the key is checked against the database.
@@ -194,13 +197,17 @@ impl Store {
                 // once, rather than in SQLite's busy handler, which sleeps (1, 2, 5 ...
                 // 100 ms) between tries: under load most of a write's time went there.
                 let readers = pool_options(backend, timeouts.pool_size.unwrap_or(8), timeouts);
-                let writer = pool_options(backend, 1, timeouts);
-                (readers.connect_lazy(&url)?, writer.connect_lazy(&url)?)
+                let file = sqlite_file(&url)?;
+                let writer = sqlite_writer::Writer::new(&file, timeouts.acquire)?;
+                (
+                    readers.connect_lazy(&url)?,
+                    Writer::Sqlite(Arc::new(writer)),
+                )
             }
             Backend::Postgres => {
                 let pool = pool_options(backend, timeouts.pool_size.unwrap_or(16), timeouts)
                     .connect_lazy(&url)?;
-                (pool.clone(), pool)
+                (pool.clone(), Writer::Pool(pool))
             }
         };
         Ok(Store {
@@ -221,7 +228,9 @@ impl Store {
 
     /// Applies pending migrations for this backend.
     pub async fn migrate(&self) -> StoreResult<()> {
-        migrations::migrator(self.backend).run(&self.writer).await?;
+        // On PostgreSQL the pool is the writer's; on SQLite the migrations run before
+        // anything else writes.
+        migrations::migrator(self.backend).run(&self.pool).await?;
         Ok(())
     }
 
@@ -269,23 +278,26 @@ impl Store {
         let mut tx = self.begin().await?;
         sqlx::query("UPDATE health_checks SET checked_at = $1 WHERE id = 1")
             .bind(now)
-            .execute(&mut *tx.tx)
+            .execute(&mut tx.tx)
             .await?;
         tx.commit().await
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
-        self.writer.close().await;
+        match &self.writer {
+            Writer::Pool(pool) => pool.close().await,
+            Writer::Sqlite(writer) => writer.close(),
+        }
     }
 
     /// Starts a transaction. SQLite takes the write lock up front (`BEGIN IMMEDIATE`) so
     /// read-then-write transactions queue instead of failing with "database is locked".
     ///
-    /// BEGIN runs in a task of its own: a caller dropped while it is in flight (a client
-    /// that gave up) would otherwise leave the connection inside a transaction no one can
-    /// end, holding SQLite's write lock (sqlx #3932, #4385). The task always finishes, and
-    /// a transaction it hands to no one is dropped, which rolls it back.
+    /// Through sqlx, BEGIN runs in a task of its own: a caller dropped while it is in
+    /// flight (a client that gave up) would otherwise leave the connection inside a
+    /// transaction no one can end (sqlx #3932, #4385). The task always finishes, and a
+    /// transaction it hands to no one is dropped, which rolls it back.
     pub async fn begin(&self) -> StoreResult<Tx> {
         // One span per transaction, child of the request's, for as long as it lives.
         let span = tracing::info_span!(
@@ -295,16 +307,15 @@ impl Store {
                 Backend::Postgres => "postgresql",
             }
         );
-        let pool = self.writer.clone();
-        let backend = self.backend;
         let started = std::time::Instant::now();
-        let tx = run_to_completion(async move {
-            match backend {
-                Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
-                Backend::Postgres => pool.begin().await,
+        let tx = match &self.writer {
+            Writer::Pool(pool) => {
+                let pool = pool.clone();
+                TxConnection::Sqlx(run_to_completion(async move { pool.begin().await }).await??)
             }
-        })
-        .await??;
+            // Cancellable as it is: nothing of it is in flight between polls.
+            Writer::Sqlite(writer) => TxConnection::Sqlite(writer.begin().await?),
+        };
         crate::metrics::transaction_began(started.elapsed());
         Ok(Tx {
             tx,
@@ -315,6 +326,22 @@ impl Store {
             master: self.master.clone(),
         })
     }
+}
+
+/// The file of a SQLite URL. An in-memory database is refused: each connection would
+/// have a database of its own.
+fn sqlite_file(url: &str) -> StoreResult<std::path::PathBuf> {
+    use std::str::FromStr;
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+    let file = options.get_filename();
+    if url.contains("mode=memory") || file.as_os_str().to_string_lossy().contains(":memory:") {
+        return Err(StoreError::Database(sqlx::Error::Configuration(
+            "an in-memory SQLite database cannot be shared by the service's connections: \
+             use a file"
+                .into(),
+        )));
+    }
+    Ok(file.to_owned())
 }
 
 /// The pool settings of one backend: timeouts, renewal, the session settings each new
@@ -388,7 +415,7 @@ fn pool_options(backend: Backend, size: u32, timeouts: &DatabaseOptions) -> AnyP
 /// A transaction: every write of one operation goes through one of these so nothing is
 /// half-written when a step fails (dropping it rolls back).
 pub struct Tx {
-    tx: Transaction<'static, Any>,
+    tx: TxConnection,
     /// Ends (for traces) when the transaction does.
     _span: tracing::Span,
     sessions: Arc<SessionCache>,
@@ -400,9 +427,13 @@ pub struct Tx {
 
 impl Tx {
     /// Commits in a task of its own, so a caller that goes away mid-commit cannot leave
-    /// the session cache disagreeing with what was committed.
+    /// the session cache disagreeing with what was committed. (SQLite's native commit
+    /// never yields, so it cannot be interrupted and needs no task.)
     pub async fn commit(self) -> StoreResult<()> {
-        run_to_completion(self.commit_now()).await?
+        match self.tx {
+            TxConnection::Sqlite(_) => self.commit_now().await,
+            TxConnection::Sqlx(_) => run_to_completion(self.commit_now()).await?,
+        }
     }
 
     async fn commit_now(mut self) -> StoreResult<()> {
@@ -411,7 +442,7 @@ impl Tx {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(revocations::CHANNEL)
                 .bind(revocations::payload(&self.revoked))
-                .execute(&mut *self.tx)
+                .execute(&mut self.tx)
                 .await?;
         }
         self.tx.commit().await?;

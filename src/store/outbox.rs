@@ -173,7 +173,7 @@ impl Tx {
         .bind(query.day_since)
         .bind(query.client_block)
         .bind(query.failures_since)
-        .fetch_one(&mut *self.tx)
+        .fetch_one(&mut self.tx)
         .await?;
         Ok(SendingCounts {
             messages_in_window: row.try_get("in_window")?,
@@ -201,7 +201,7 @@ impl Tx {
         .bind(message.created_at)
         .bind(message.project_id.as_deref())
         .bind(&seal_key)
-        .execute(&mut *self.tx)
+        .execute(&mut self.tx)
         .await?;
         Ok(())
     }

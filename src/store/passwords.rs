@@ -95,7 +95,7 @@ impl Tx {
         project_id: &str,
         name: &str,
     ) -> StoreResult<Option<PasswordUserRecord>> {
-        password_user_by_name(&mut *self.tx, project_id, name).await
+        password_user_by_name(&mut self.tx, project_id, name).await
     }
 
     /// Sets the password of a user that has none yet and never proved its mailbox; false
@@ -111,7 +111,7 @@ impl Tx {
         )
         .bind(password_hash)
         .bind(user_id)
-        .execute(&mut *self.tx)
+        .execute(&mut self.tx)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -129,7 +129,7 @@ impl Tx {
                 .bind(password_hash)
                 .bind(user_id)
                 .bind(current)
-                .execute(&mut *self.tx)
+                .execute(&mut self.tx)
                 .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -139,7 +139,7 @@ impl Tx {
         sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
             .bind(password_hash)
             .bind(user_id)
-            .execute(&mut *self.tx)
+            .execute(&mut self.tx)
             .await?;
         Ok(())
     }
@@ -154,7 +154,7 @@ impl Tx {
         let done = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id <> $2")
             .bind(user_id)
             .bind(keep.unwrap_or(""))
-            .execute(&mut *self.tx)
+            .execute(&mut self.tx)
             .await?;
         Ok(done.rows_affected())
     }
@@ -189,7 +189,7 @@ impl Tx {
         .bind(now)
         .bind(now - window_seconds)
         .bind(pending_until)
-        .fetch_one(&mut *self.tx)
+        .fetch_one(&mut self.tx)
         .await?)
     }
 
@@ -201,7 +201,7 @@ impl Tx {
              WHERE key = $1",
         )
         .bind(key)
-        .execute(&mut *self.tx)
+        .execute(&mut self.tx)
         .await?;
         Ok(())
     }
@@ -213,7 +213,7 @@ impl Tx {
              WHERE key = $1",
         )
         .bind(key)
-        .execute(&mut *self.tx)
+        .execute(&mut self.tx)
         .await?;
         Ok(())
     }
@@ -222,7 +222,7 @@ impl Tx {
     pub async fn clear_password_failures(&mut self, key: &str) -> StoreResult<()> {
         sqlx::query("UPDATE password_failures SET failures = 0 WHERE key = $1")
             .bind(key)
-            .execute(&mut *self.tx)
+            .execute(&mut self.tx)
             .await?;
         Ok(())
     }
@@ -236,11 +236,11 @@ impl Tx {
     ) -> StoreResult<()> {
         sqlx::query("UPDATE password_resets SET created_at = created_at WHERE token_hash = $1")
             .bind(token_hash)
-            .execute(&mut *self.tx)
+            .execute(&mut self.tx)
             .await?;
         sqlx::query("UPDATE outbox SET attempts = attempts WHERE id = -1 AND recipient = $1")
             .bind(&message.recipient)
-            .execute(&mut *self.tx)
+            .execute(&mut self.tx)
             .await?;
         Ok(())
     }
@@ -277,7 +277,7 @@ impl Tx {
         .bind(token_hash)
         .bind(expires_at)
         .bind(now)
-        .execute(&mut *self.tx)
+        .execute(&mut self.tx)
         .await?;
         Ok(())
     }
@@ -300,7 +300,7 @@ impl Tx {
         .bind(now)
         .bind(token_hash)
         .bind(project_id)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(&mut self.tx)
         .await?;
         let Some(row) = row else {
             return Ok(None);
@@ -336,7 +336,7 @@ impl Tx {
         )
         .bind(now)
         .bind(token_hash)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(&mut self.tx)
         .await?;
         row.map(|row| row.try_get("user_id"))
             .transpose()

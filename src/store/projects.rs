@@ -101,7 +101,7 @@ impl Tx {
         sqlx::query("INSERT INTO operator_tokens (token_hash, created_at) VALUES ($1, $2)")
             .bind(hash)
             .bind(now)
-            .execute(&mut *self.tx)
+            .execute(&mut self.tx)
             .await?;
         Ok(())
     }
@@ -116,11 +116,11 @@ impl Tx {
         )
         .bind(project_id)
         .bind(now)
-        .execute(&mut *self.tx)
+        .execute(&mut self.tx)
         .await?;
         let done = sqlx::query("DELETE FROM projects WHERE id = $1")
             .bind(project_id)
-            .execute(&mut *self.tx)
+            .execute(&mut self.tx)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -130,7 +130,7 @@ impl Tx {
         let done = sqlx::query("UPDATE projects SET app_token = $2 WHERE id = $1")
             .bind(project_id)
             .bind(token)
-            .execute(&mut *self.tx)
+            .execute(&mut self.tx)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -144,14 +144,14 @@ impl Tx {
         let done = sqlx::query("UPDATE projects SET admin_token_hash = $2 WHERE id = $1")
             .bind(project_id)
             .bind(hash)
-            .execute(&mut *self.tx)
+            .execute(&mut self.tx)
             .await?;
         Ok(done.rows_affected() == 1)
     }
 
     pub async fn project_count(&mut self) -> StoreResult<i64> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM projects")
-            .fetch_one(&mut *self.tx)
+            .fetch_one(&mut self.tx)
             .await?;
         Ok(row.try_get("n")?)
     }
@@ -162,7 +162,7 @@ impl Tx {
         if self.backend == Backend::Postgres {
             // A fixed key of our own: "portcullis first start".
             sqlx::query("SELECT pg_advisory_xact_lock(7076157364011520001)")
-                .execute(&mut *self.tx)
+                .execute(&mut self.tx)
                 .await?;
         }
         Ok(())
@@ -197,7 +197,7 @@ impl Tx {
                 assignments.join(", ")
             )
         });
-        sealed.bind(sqlx::query(sql)).execute(&mut *self.tx).await?;
+        sealed.bind(sqlx::query(sql)).execute(&mut self.tx).await?;
         Ok(())
     }
 
@@ -213,7 +213,7 @@ impl Tx {
         .bind(project.anonymous_login as i64)
         .bind(project.recovery as i64)
         .bind(project.created_at)
-        .execute(&mut *self.tx)
+        .execute(&mut self.tx)
         .await?;
         Ok(())
     }

@@ -34,7 +34,7 @@ impl Tx {
         .bind(user_id)
         .bind(token_hash)
         .bind(now)
-        .execute(&mut *self.tx)
+        .execute(&mut self.tx)
         .await?;
         Ok(())
     }
@@ -54,7 +54,7 @@ impl Tx {
         .bind(old_hash)
         .bind(new_hash)
         .bind(now)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(&mut self.tx)
         .await?;
         Ok(row.map(|r| r.try_get("user_id")).transpose()?)
     }

@@ -61,7 +61,7 @@ impl Store {
         tx.master = Some(key.clone());
         tx.lock_key("master key").await?;
         let check = sqlx::query("SELECT sealed FROM master_key_check WHERE id = 1")
-            .fetch_optional(&mut *tx.tx)
+            .fetch_optional(&mut tx.tx)
             .await?;
         let known = match check {
             Some(row) => {
@@ -77,7 +77,7 @@ impl Store {
         if !known {
             sqlx::query("INSERT INTO master_key_check (id, sealed) VALUES (1, $1)")
                 .bind(key.seal(CHECK_PLACE, CHECK_VALUE))
-                .execute(&mut *tx.tx)
+                .execute(&mut tx.tx)
                 .await?;
         }
         tx.commit().await?;
@@ -99,7 +99,7 @@ impl Store {
         let count = tx.reseal_all(Some(&old), &new).await?;
         sqlx::query("UPDATE master_key_check SET sealed = $1 WHERE id = 1")
             .bind(new.seal(CHECK_PLACE, CHECK_VALUE))
-            .execute(&mut *tx.tx)
+            .execute(&mut tx.tx)
             .await?;
         tx.commit().await?;
         self.master = Some(new);
@@ -127,7 +127,7 @@ impl Tx {
         ];
         for (table, key, column, place) in byte_columns {
             let rows = sqlx::query(&format!("SELECT {key} AS k, {column} AS v FROM {table}"))
-                .fetch_all(&mut *self.tx)
+                .fetch_all(&mut self.tx)
                 .await?;
             for row in rows {
                 let id: String = row.try_get("k")?;
@@ -142,7 +142,7 @@ impl Tx {
                 ))
                 .bind(new.seal(&place(&id), &plain))
                 .bind(&id)
-                .execute(&mut *self.tx)
+                .execute(&mut self.tx)
                 .await?;
                 count += 1;
             }
@@ -155,7 +155,7 @@ impl Tx {
             let rows = sqlx::query(&format!(
                 "SELECT id, {column} AS v FROM projects WHERE {column} IS NOT NULL"
             ))
-            .fetch_all(&mut *self.tx)
+            .fetch_all(&mut self.tx)
             .await?;
             for row in rows {
                 let id: String = row.try_get("id")?;
@@ -168,7 +168,7 @@ impl Tx {
                 sqlx::query(&format!("UPDATE projects SET {column} = $1 WHERE id = $2"))
                     .bind(new.seal_text(&place(&id), &plain))
                     .bind(&id)
-                    .execute(&mut *self.tx)
+                    .execute(&mut self.tx)
                     .await?;
                 count += 1;
             }
@@ -177,11 +177,11 @@ impl Tx {
         sqlx::query(
             "UPDATE outbox SET subject = '', body = '' WHERE sent_at IS NOT NULL AND body <> ''",
         )
-        .execute(&mut *self.tx)
+        .execute(&mut self.tx)
         .await?;
         let rows =
             sqlx::query("SELECT id, seal_key, subject, body FROM outbox WHERE sent_at IS NULL")
-                .fetch_all(&mut *self.tx)
+                .fetch_all(&mut self.tx)
                 .await?;
         for row in rows {
             let id: i64 = row.try_get("id")?;
@@ -204,7 +204,7 @@ impl Tx {
                 .bind(&values[0])
                 .bind(&values[1])
                 .bind(id)
-                .execute(&mut *self.tx)
+                .execute(&mut self.tx)
                 .await?;
             count += 1;
         }

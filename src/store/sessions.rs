@@ -91,7 +91,7 @@ impl Tx {
         let user: Option<i64> =
             sqlx::query_scalar("DELETE FROM sessions WHERE id = $1 RETURNING user_id")
                 .bind(id)
-                .fetch_optional(&mut *self.tx)
+                .fetch_optional(&mut self.tx)
                 .await?;
         if let Some(user) = user {
             self.revoke_user(user);
@@ -106,7 +106,7 @@ impl Tx {
             .bind(session.user_id)
             .bind(session.created_at)
             .bind(session.expires_at)
-            .execute(&mut *self.tx)
+            .execute(&mut self.tx)
             .await?;
         Ok(())
     }

@@ -34,7 +34,7 @@ impl Tx {
         project_id: &str,
         name: &str,
     ) -> StoreResult<Option<UserRecord>> {
-        user_by_name(&mut *self.tx, project_id, name).await
+        user_by_name(&mut self.tx, project_id, name).await
     }
 
     /// Inserts a user; `None` when its name is already taken in the project, or its uid
@@ -58,7 +58,7 @@ impl Tx {
         .bind(user.password_hash.as_deref())
         .bind(user.created_at)
         .bind(user.verified_at)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(&mut self.tx)
         .await?)
     }
 
@@ -72,7 +72,7 @@ impl Tx {
         // set its password before, and it is removed here, or finds the user verified.
         sqlx::query("UPDATE users SET verified_at = verified_at WHERE id = $1")
             .bind(user_id)
-            .execute(&mut *self.tx)
+            .execute(&mut self.tx)
             .await?;
         let removed = sqlx::query(
             "UPDATE users SET password_hash = NULL, verified_at = $1
@@ -80,7 +80,7 @@ impl Tx {
         )
         .bind(now)
         .bind(user_id)
-        .execute(&mut *self.tx)
+        .execute(&mut self.tx)
         .await?
         .rows_affected()
             == 1;
@@ -88,11 +88,11 @@ impl Tx {
             self.revoke_user(user_id);
             sqlx::query("DELETE FROM sessions WHERE user_id = $1")
                 .bind(user_id)
-                .execute(&mut *self.tx)
+                .execute(&mut self.tx)
                 .await?;
             sqlx::query("DELETE FROM password_resets WHERE user_id = $1")
                 .bind(user_id)
-                .execute(&mut *self.tx)
+                .execute(&mut self.tx)
                 .await?;
         } else {
             self.mark_user_verified(user_id, now).await?;
@@ -104,7 +104,7 @@ impl Tx {
         sqlx::query("UPDATE users SET verified_at = $1 WHERE id = $2 AND verified_at IS NULL")
             .bind(now)
             .bind(user_id)
-            .execute(&mut *self.tx)
+            .execute(&mut self.tx)
             .await?;
         Ok(())
     }
@@ -115,7 +115,7 @@ impl Tx {
             UserRecord::column_list()
         ))
         .bind(user_id)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(&mut self.tx)
         .await?)
     }
 
@@ -126,7 +126,7 @@ impl Tx {
             .bind(name)
             .bind(now)
             .bind(user_id)
-            .execute(&mut *self.tx)
+            .execute(&mut self.tx)
             .await?;
         Ok(())
     }
@@ -141,11 +141,11 @@ impl Tx {
         )
         .bind(user_id)
         .bind(now)
-        .execute(&mut *self.tx)
+        .execute(&mut self.tx)
         .await?;
         let done = sqlx::query("DELETE FROM users WHERE id = $1")
             .bind(user_id)
-            .execute(&mut *self.tx)
+            .execute(&mut self.tx)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -160,7 +160,7 @@ impl Tx {
             .bind(encrypted as i64)
             .bind(text)
             .bind(user_id)
-            .execute(&mut *self.tx)
+            .execute(&mut self.tx)
             .await?;
         Ok(())
     }
