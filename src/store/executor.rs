@@ -26,15 +26,6 @@ impl std::fmt::Debug for TxConnection {
     }
 }
 
-impl TxConnection {
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        match self {
-            TxConnection::Sqlx(tx) => tx.commit().await,
-            TxConnection::Sqlite(tx) => tx.commit(),
-        }
-    }
-}
-
 /// Writes outside a transaction: the pool on PostgreSQL; on SQLite the writer, each
 /// statement in a transaction of its own.
 #[derive(Clone, Debug)]
@@ -144,7 +135,7 @@ impl<'c> Executor<'c> for &'c Writer {
                 let outcome = async {
                     let mut tx = writer.begin().await?;
                     let outcome = run_native(&mut tx, query)?;
-                    tx.commit()?;
+                    tx.commit(Box::new(|| {})).await?;
                     Ok(outcome)
                 };
                 stream::iter(steps(outcome.await))

@@ -354,7 +354,10 @@ fn pool_options(backend: Backend, size: u32, timeouts: &DatabaseOptions) -> AnyP
         // Connections are renewed now and then, so none outlives a changed route.
         .max_lifetime(Duration::from_secs(1800));
     match backend {
+        // A local file has no link to go dead: no ping (a round trip to the connection's
+        // worker thread) before each use.
         Backend::Sqlite => options
+            .test_before_acquire(false)
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     // WAL lets readers run beside the one writer; NORMAL sync is durable
@@ -426,32 +429,37 @@ pub struct Tx {
 }
 
 impl Tx {
-    /// Commits in a task of its own, so a caller that goes away mid-commit cannot leave
-    /// the session cache disagreeing with what was committed. (SQLite's native commit
-    /// never yields, so it cannot be interrupted and needs no task.)
+    /// Commits; the session cache forgets what the transaction ended only once it is
+    /// committed. Through sqlx the commit runs in a task of its own, so a caller that goes
+    /// away mid-commit cannot leave the cache disagreeing with what was committed; SQLite's
+    /// writer runs the cache's update itself, with the COMMIT of the batch.
     pub async fn commit(self) -> StoreResult<()> {
         match self.tx {
-            TxConnection::Sqlite(_) => self.commit_now().await,
-            TxConnection::Sqlx(_) => run_to_completion(self.commit_now()).await?,
+            TxConnection::Sqlite(tx) => {
+                let (sessions, revoked) = (self.sessions, self.revoked);
+                tx.commit(Box::new(move || forget_sessions(&sessions, &revoked)))
+                    .await?;
+                Ok(())
+            }
+            TxConnection::Sqlx(tx) => {
+                let (sessions, revoked) = (self.sessions, self.revoked);
+                run_to_completion(async move {
+                    let mut tx = tx;
+                    if revoked != Revoked::Nobody {
+                        // Delivered to the other replicas when (and only if) this commits.
+                        sqlx::query("SELECT pg_notify($1, $2)")
+                            .bind(revocations::CHANNEL)
+                            .bind(revocations::payload(&revoked))
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    forget_sessions(&sessions, &revoked);
+                    Ok(())
+                })
+                .await?
+            }
         }
-    }
-
-    async fn commit_now(mut self) -> StoreResult<()> {
-        if self.revoked != Revoked::Nobody && self.backend == Backend::Postgres {
-            // Delivered to the other replicas when (and only if) this commits.
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(revocations::CHANNEL)
-                .bind(revocations::payload(&self.revoked))
-                .execute(&mut self.tx)
-                .await?;
-        }
-        self.tx.commit().await?;
-        match &self.revoked {
-            Revoked::Nobody => {}
-            Revoked::Users(users) => self.sessions.revoke_users(users),
-            Revoked::Everyone => self.sessions.clear(),
-        }
-        Ok(())
     }
 
     /// This user's cached sessions go when the transaction commits.
@@ -467,6 +475,14 @@ impl Tx {
     /// Every cached session goes when the transaction commits.
     fn revoke_everyone(&mut self) {
         self.revoked = Revoked::Everyone;
+    }
+}
+
+fn forget_sessions(sessions: &SessionCache, revoked: &Revoked) {
+    match revoked {
+        Revoked::Nobody => {}
+        Revoked::Users(users) => sessions.revoke_users(users),
+        Revoked::Everyone => sessions.clear(),
     }
 }
 

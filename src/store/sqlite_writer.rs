@@ -26,9 +26,10 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// The log size (in pages, 4 KiB each) at which the checkpointer is woken; SQLite's own
 /// automatic checkpoint uses the same figure.
@@ -40,14 +41,200 @@ const STATEMENT_CACHE: usize = 256;
 
 /// The writer: one connection, opened on first use and again after it broke, taken by
 /// one transaction at a time in FIFO order.
+///
+/// Group commit: a transaction runs inside a savepoint of a longer SQLite transaction,
+/// the batch, and its commit releases the savepoint and waits for the batch's COMMIT.
+/// Whoever leaves the connection with nobody queued behind it (or with the batch full)
+/// commits the batch and tells its members. Under load, many transactions share one
+/// COMMIT: its locks, its WAL write, and the pages they have in common. Alone, a
+/// transaction commits at once, as before. A transaction's work is visible to the ones
+/// after it in the batch, which commit with it or not at all; nobody is told "done"
+/// before the COMMIT, and readers on other connections see nothing before it either.
 #[derive(Debug)]
 pub(super) struct Writer {
     path: CString,
-    connection: Arc<tokio::sync::Mutex<Option<Connection>>>,
+    state: Arc<tokio::sync::Mutex<State>>,
+    /// Transactions waiting for the connection.
+    queued: Arc<AtomicUsize>,
     /// How long a transaction may wait for the connection, and then for another process
     /// that holds SQLite's write lock.
     acquire_timeout: Duration,
     closed: AtomicBool,
+}
+
+/// Most transactions one COMMIT carries: past this the batch commits even with
+/// transactions queued, which bounds how long the first of them waits.
+const BATCH_LIMIT: usize = 64;
+
+/// How long a transaction waits for its batch's COMMIT before it makes sure someone will
+/// commit it (a transaction queued behind it can give up after it left the connection).
+const BATCH_PATIENCE: Duration = Duration::from_millis(20);
+
+#[derive(Debug, Default)]
+struct State {
+    connection: Option<Connection>,
+    batch: Option<Batch>,
+    /// Numbers batches, so a transaction knows whether its batch is still open.
+    batches: u64,
+}
+
+/// The SQLite transaction open on the writer connection.
+struct Batch {
+    number: u64,
+    /// Transactions released into it, which wait for its COMMIT.
+    members: usize,
+    outcome: watch::Sender<Option<Result<(), SqliteError>>>,
+    /// What members do once their writes are committed (the session cache's updates).
+    after_commit: Vec<Box<dyn FnOnce() + Send>>,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("number", &self.number)
+            .field("members", &self.members)
+            .finish()
+    }
+}
+
+impl State {
+    /// Opens the connection if needed, the batch if none is open, and a savepoint in it.
+    fn join_batch(&mut self, path: &CStr) -> Result<u64, SqliteError> {
+        let connection = match &mut self.connection {
+            // Left inside a transaction that is no batch (never, if every path below does
+            // its job): start over on a new connection rather than fail every write.
+            Some(connection) if self.batch.is_none() && !connection.autocommit() => {
+                self.connection.insert(Connection::open(path)?)
+            }
+            Some(connection) => connection,
+            None => self.connection.insert(Connection::open(path)?),
+        };
+        if self.batch.is_none() {
+            connection.execute("BEGIN IMMEDIATE")?;
+            self.batches += 1;
+            self.batch = Some(Batch {
+                number: self.batches,
+                members: 0,
+                outcome: watch::Sender::new(None),
+                after_commit: Vec::new(),
+            });
+        }
+        match connection.execute("SAVEPOINT member") {
+            Ok(()) => Ok(self.batches),
+            Err(error) => {
+                self.fail_batch(&error);
+                Err(error)
+            }
+        }
+    }
+
+    /// The open batch's connection, if `batch` is still the open one.
+    fn batch_connection(&mut self, batch: u64) -> Result<&mut Connection, SqliteError> {
+        match (&self.batch, &mut self.connection) {
+            (Some(open), Some(connection)) if open.number == batch => Ok(connection),
+            _ => Err(SqliteError::new(
+                ffi::SQLITE_ABORT,
+                "the transaction was rolled back with its batch".into(),
+            )),
+        }
+    }
+
+    /// Leaving the connection: commits the batch unless another transaction is queued to
+    /// join it; closes a connection that broke.
+    fn settle(&mut self, queued: usize) {
+        if self
+            .batch
+            .as_ref()
+            .is_some_and(|batch| queued == 0 || batch.members >= BATCH_LIMIT)
+        {
+            self.commit_batch();
+        }
+        if self.connection.as_ref().is_some_and(|c| c.broken) {
+            self.close();
+        }
+    }
+
+    fn commit_batch(&mut self) {
+        let Some(batch) = self.batch.take() else {
+            return;
+        };
+        let committed = match &mut self.connection {
+            Some(connection) => connection.execute("COMMIT"),
+            None => Err(SqliteError::new(ffi::SQLITE_ABORT, "no connection".into())),
+        };
+        match committed {
+            Ok(()) => {
+                batch.after_commit.into_iter().for_each(|then| then());
+                batch.outcome.send_replace(Some(Ok(())));
+            }
+            Err(error) => {
+                self.batch = Some(batch);
+                self.fail_batch(&error);
+            }
+        }
+    }
+
+    /// Rolls the batch back (if SQLite has not already) and tells its members why.
+    fn fail_batch(&mut self, error: &SqliteError) {
+        let Some(batch) = self.batch.take() else {
+            return;
+        };
+        if let Some(connection) = &mut self.connection {
+            if !connection.autocommit() && connection.execute("ROLLBACK").is_err() {
+                // Closing is the one sure way to end the transaction and free the lock.
+                self.connection = None;
+            }
+        }
+        batch.outcome.send_replace(Some(Err(error.clone())));
+    }
+
+    fn close(&mut self) {
+        self.fail_batch(&SqliteError::new(
+            ffi::SQLITE_ABORT,
+            "the writer connection was closed".into(),
+        ));
+        self.connection = None;
+    }
+}
+
+/// The connection, held; leaving it settles the batch.
+struct Held {
+    state: tokio::sync::OwnedMutexGuard<State>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.state.settle(self.queued.load(Ordering::SeqCst));
+    }
+}
+
+/// Counts a transaction waiting for the connection. One that gives up settles the batch
+/// if the connection is free: whoever left it may have counted on this one to commit.
+struct Queued<'a> {
+    writer: &'a Writer,
+    served: bool,
+}
+
+impl<'a> Queued<'a> {
+    fn enter(writer: &'a Writer) -> Queued<'a> {
+        writer.queued.fetch_add(1, Ordering::SeqCst);
+        Queued {
+            writer,
+            served: false,
+        }
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.writer.queued.fetch_sub(1, Ordering::SeqCst);
+        if !self.served {
+            if let Ok(state) = self.writer.state.clone().try_lock_owned() {
+                drop(self.writer.held(state));
+            }
+        }
+    }
 }
 
 impl Writer {
@@ -58,45 +245,45 @@ impl Writer {
             .map_err(|_| sqlx::Error::Configuration("the database path holds a NUL".into()))?;
         Ok(Writer {
             path,
-            connection: Arc::new(tokio::sync::Mutex::new(None)),
+            state: Arc::default(),
+            queued: Arc::default(),
             acquire_timeout,
             closed: AtomicBool::new(false),
         })
     }
 
-    /// Takes the connection and SQLite's write lock (`BEGIN IMMEDIATE`). Dropping the
-    /// future while it waits leaves nothing behind: no statement is in flight between
-    /// polls.
+    fn held(&self, state: tokio::sync::OwnedMutexGuard<State>) -> Held {
+        Held {
+            state,
+            queued: self.queued.clone(),
+        }
+    }
+
+    /// Takes the connection and joins the batch, opening it with `BEGIN IMMEDIATE` (SQLite's
+    /// write lock) if none is open. Dropping the future while it waits leaves nothing
+    /// behind: no statement is in flight between polls.
     pub async fn begin(&self) -> Result<Transaction, sqlx::Error> {
         let started = Instant::now();
-        let mut guard =
-            tokio::time::timeout(self.acquire_timeout, self.connection.clone().lock_owned())
-                .await
-                .map_err(|_| sqlx::Error::PoolTimedOut)?;
+        let mut queued = Queued::enter(self);
+        let state = tokio::time::timeout(self.acquire_timeout, self.state.clone().lock_owned())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?;
+        queued.served = true;
+        drop(queued);
+        let mut held = self.held(state);
         let mut pause = Duration::from_millis(1);
         loop {
             if self.closed.load(Ordering::Acquire) {
-                *guard = None;
+                held.state.close();
                 return Err(sqlx::Error::PoolClosed);
             }
-            let attempt = match guard.as_mut() {
-                // Left inside a transaction (never, if `Transaction`'s drop did its job):
-                // start over on a new connection rather than fail every write.
-                Some(connection) if !connection.autocommit() => {
-                    *guard = None;
-                    continue;
+            match held.state.join_batch(&self.path) {
+                Ok(batch) => {
+                    return Ok(Transaction {
+                        held: Some(held),
+                        batch,
+                    });
                 }
-                Some(connection) => connection.execute_batch("BEGIN IMMEDIATE"),
-                None => Connection::open(&self.path).map(|connection| {
-                    *guard = Some(connection);
-                }),
-            };
-            match attempt {
-                Ok(()) if guard.as_ref().is_some_and(|c| !c.autocommit()) => {
-                    return Ok(Transaction { connection: guard });
-                }
-                // Just opened: begin on the next turn.
-                Ok(()) => continue,
                 Err(error) if error.is_busy() && started.elapsed() < self.acquire_timeout => {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(50));
@@ -104,7 +291,7 @@ impl Writer {
                 Err(error) if error.is_busy() => return Err(sqlx::Error::PoolTimedOut),
                 Err(error) => {
                     if error.breaks_connection() {
-                        *guard = None;
+                        held.state.close();
                     }
                     return Err(error.into());
                 }
@@ -115,15 +302,18 @@ impl Writer {
     /// Refuses new transactions and closes the connection once it is free.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        if let Ok(mut guard) = self.connection.try_lock() {
-            *guard = None;
+        if let Ok(mut state) = self.state.try_lock() {
+            state.commit_batch();
+            state.close();
         }
     }
 }
 
-/// A write transaction on the writer connection; dropping it rolls back.
+/// A write transaction: a savepoint in the writer's batch; dropping it rolls back.
 pub(super) struct Transaction {
-    connection: tokio::sync::OwnedMutexGuard<Option<Connection>>,
+    /// `None` once committed.
+    held: Option<Held>,
+    batch: u64,
 }
 
 impl std::fmt::Debug for Transaction {
@@ -133,10 +323,12 @@ impl std::fmt::Debug for Transaction {
 }
 
 impl Transaction {
-    fn connection(&mut self) -> &mut Connection {
-        self.connection
+    fn state(&mut self) -> &mut State {
+        &mut self
+            .held
             .as_mut()
-            .expect("a transaction holds an open connection")
+            .expect("an open transaction holds the connection")
+            .state
     }
 
     /// Runs one statement with its arguments: the rows it returns, then what it changed,
@@ -146,38 +338,96 @@ impl Transaction {
         sql: &str,
         arguments: Option<AnyArguments<'_>>,
     ) -> Result<(Vec<AnyRow>, AnyQueryResult), sqlx::Error> {
-        let connection = self.connection();
+        let batch = self.batch;
+        let state = self.state();
+        let connection = state.batch_connection(batch)?;
         let outcome = connection.run(sql, arguments.as_ref());
         if let Err(error) = &outcome {
             if error.breaks_connection() {
                 connection.broken = true;
             }
         }
-        outcome.map_err(Into::into)
+        // Some errors (a full disk, I/O) end SQLite's whole transaction: the batch, this
+        // transaction's part and the parts released into it before. Whatever ended it,
+        // nothing more may run outside it, one statement at a time.
+        if connection.autocommit() {
+            let ended = SqliteError::new(
+                ffi::SQLITE_ABORT,
+                "the statement ended the batch's transaction".into(),
+            );
+            state.fail_batch(outcome.as_ref().err().unwrap_or(&ended));
+        }
+        Ok(outcome?)
     }
 
-    pub fn commit(mut self) -> Result<(), sqlx::Error> {
-        let connection = self.connection();
-        connection.execute_batch("COMMIT").map_err(|error| {
-            if error.breaks_connection() {
-                connection.broken = true;
+    /// Releases the savepoint into the batch and waits for the batch's COMMIT; then (and
+    /// only if it committed) `after_commit` has run. Dropping the future after the release
+    /// does not undo it: the batch commits or fails as a whole.
+    pub async fn commit(
+        mut self,
+        after_commit: Box<dyn FnOnce() + Send>,
+    ) -> Result<(), sqlx::Error> {
+        let batch = self.batch;
+        let mut held = self
+            .held
+            .take()
+            .expect("an open transaction holds the connection");
+        let state = &mut held.state;
+        let connection = state.batch_connection(batch)?;
+        if let Err(error) = connection.execute("RELEASE member") {
+            if connection.autocommit() {
+                state.fail_batch(&error);
             }
-            error.into()
-        })
+            self.held = Some(held);
+            return Err(error.into());
+        }
+        let open = state.batch.as_mut().expect("checked above");
+        open.members += 1;
+        open.after_commit.push(after_commit);
+        let mut outcome = open.outcome.subscribe();
+        let writer_state = tokio::sync::OwnedMutexGuard::mutex(&held.state).clone();
+        let queued = held.queued.clone();
+        drop(held);
+        loop {
+            let waited = tokio::time::timeout(BATCH_PATIENCE, outcome.wait_for(Option::is_some))
+                .await
+                .map(|told| told.map(|result| result.clone().expect("waited for an outcome")));
+            match waited {
+                Ok(Ok(result)) => return Ok(result?),
+                Ok(Err(_)) => {
+                    let error = SqliteError::new(ffi::SQLITE_ABORT, "the batch was dropped".into());
+                    return Err(error.into());
+                }
+                // Not committed yet: take the connection and leave it, which commits the
+                // batch unless a transaction is queued to join it.
+                Err(_) => {}
+            }
+            drop(Held {
+                state: writer_state.clone().lock_owned().await,
+                queued: queued.clone(),
+            });
+        }
     }
 }
 
 impl Drop for Transaction {
     fn drop(&mut self) {
-        let Some(connection) = self.connection.as_mut() else {
+        let batch = self.batch;
+        let Some(held) = &mut self.held else {
             return;
         };
-        // Committed, or rolled back by SQLite itself after an error, is already over.
-        let ended = connection.autocommit() || connection.execute_batch("ROLLBACK").is_ok();
-        if !ended || connection.broken {
-            // Closing is the one sure way to end the transaction and free the lock.
-            *self.connection = None;
+        let state = &mut held.state;
+        let Ok(connection) = state.batch_connection(batch) else {
+            return;
+        };
+        let undone = connection
+            .execute("ROLLBACK TO member")
+            .and_then(|()| connection.execute("RELEASE member"));
+        if let Err(error) = undone {
+            // This part cannot be undone alone: the batch goes with it.
+            state.fail_batch(&error);
         }
+        // Leaving the connection (`held` drops) commits the batch if it is its turn.
     }
 }
 
@@ -236,7 +486,12 @@ impl Connection {
         unsafe { ffi::sqlite3_get_autocommit(self.db) != 0 }
     }
 
-    /// Runs statements without arguments or results (BEGIN, COMMIT, pragmas).
+    /// Runs one statement without arguments (BEGIN, COMMIT, savepoints), prepared once.
+    fn execute(&mut self, sql: &str) -> Result<(), SqliteError> {
+        self.run(sql, None).map(drop)
+    }
+
+    /// Runs statements without arguments or results (the pragmas), parsed each time.
     fn execute_batch(&mut self, sql: &str) -> Result<(), SqliteError> {
         let sql = CString::new(sql).expect("fixed SQL holds no NUL");
         let rc = unsafe {
@@ -583,7 +838,7 @@ fn length(len: usize) -> Result<c_int, SqliteError> {
 
 /// An error SQLite reported, with its extended result code: the same codes and kinds
 /// sqlx's SQLite driver reports, so the store maps both alike.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("(code: {code}) {message}")]
 pub(super) struct SqliteError {
     code: c_int,
@@ -651,5 +906,161 @@ impl DatabaseError for SqliteError {
             ffi::SQLITE_CONSTRAINT_CHECK => ErrorKind::CheckViolation,
             _ => ErrorKind::Other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Row;
+
+    fn writer(dir: &tempfile::TempDir) -> Arc<Writer> {
+        Arc::new(Writer::new(&dir.path().join("db.sqlite"), Duration::from_secs(3)).unwrap())
+    }
+
+    /// What another connection (a reader) sees in the table.
+    fn committed_names(dir: &tempfile::TempDir) -> Vec<String> {
+        let path = CString::new(dir.path().join("db.sqlite").to_str().unwrap()).unwrap();
+        let mut reader = Connection::open(&path).unwrap();
+        let (rows, _) = reader
+            .run("SELECT name FROM t ORDER BY name", None)
+            .unwrap();
+        rows.iter()
+            .map(|row| row.try_get("name").unwrap())
+            .collect()
+    }
+
+    fn insert(tx: &mut Transaction, name: &str) -> Result<(), sqlx::Error> {
+        let mut query =
+            sqlx::query::<sqlx::Any>("INSERT INTO t (name) VALUES ($1)").bind(name.to_owned());
+        let arguments = sqlx::Execute::take_arguments(&mut query).unwrap();
+        tx.run(sqlx::Execute::sql(&query), arguments).map(drop)
+    }
+
+    async fn with_table(writer: &Writer) {
+        let mut tx = writer.begin().await.unwrap();
+        tx.run("CREATE TABLE t (name TEXT PRIMARY KEY)", None)
+            .unwrap();
+        tx.commit(Box::new(|| {})).await.unwrap();
+    }
+
+    /// Waits until `count` transactions are queued for the connection.
+    async fn queued(writer: &Writer, count: usize) {
+        while writer.queued.load(Ordering::SeqCst) != count {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_commit_waits_for_its_batch_and_an_abandoned_member_takes_nothing_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = writer(&dir);
+        with_table(&writer).await;
+
+        let mut first = writer.begin().await.unwrap();
+        insert(&mut first, "a").unwrap();
+        // A second transaction queues behind the first, inserts, and is abandoned.
+        let (go_on, carry_on) = tokio::sync::oneshot::channel::<()>();
+        let second = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                let mut second = writer.begin().await.unwrap();
+                insert(&mut second, "b").unwrap();
+                // The same key again: a statement's error ends only the statement.
+                let conflict = insert(&mut second, "a").unwrap_err();
+                assert!(
+                    conflict
+                        .as_database_error()
+                        .is_some_and(|e| e.is_unique_violation()),
+                    "{conflict}"
+                );
+                carry_on.await.unwrap();
+            }
+        });
+        queued(&writer, 1).await;
+        let after_commit = Arc::new(AtomicBool::new(false));
+        let committing = tokio::spawn(first.commit(Box::new({
+            let after_commit = after_commit.clone();
+            move || after_commit.store(true, Ordering::SeqCst)
+        })));
+        // The second holds the batch: the first is not committed, and nobody sees it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!committing.is_finished());
+        assert!(!after_commit.load(Ordering::SeqCst));
+        assert_eq!(committed_names(&dir), Vec::<String>::new());
+
+        go_on.send(()).unwrap();
+        second.await.unwrap();
+        committing.await.unwrap().unwrap();
+        assert!(after_commit.load(Ordering::SeqCst));
+        assert_eq!(committed_names(&dir), ["a"]);
+    }
+
+    #[tokio::test]
+    async fn when_sqlite_ends_the_batch_every_member_is_told_and_nothing_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = writer(&dir);
+        with_table(&writer).await;
+
+        let mut first = writer.begin().await.unwrap();
+        insert(&mut first, "a").unwrap();
+        let second = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                let mut second = writer.begin().await.unwrap();
+                insert(&mut second, "b").unwrap();
+                // Ends SQLite's whole transaction, as a full disk or an I/O error does.
+                second.run("ROLLBACK", None).unwrap();
+                let after = insert(&mut second, "c").unwrap_err();
+                assert!(after.to_string().contains("rolled back"), "{after}");
+                assert!(second.commit(Box::new(|| {})).await.is_err());
+            }
+        });
+        queued(&writer, 1).await;
+        let after_commit = Arc::new(AtomicBool::new(false));
+        let committed = first
+            .commit(Box::new({
+                let after_commit = after_commit.clone();
+                move || after_commit.store(true, Ordering::SeqCst)
+            }))
+            .await;
+        second.await.unwrap();
+        assert!(
+            committed.is_err(),
+            "the first member's work was lost with the batch"
+        );
+        assert!(!after_commit.load(Ordering::SeqCst));
+        assert_eq!(committed_names(&dir), Vec::<String>::new());
+
+        // The writer goes on.
+        let mut third = writer.begin().await.unwrap();
+        insert(&mut third, "d").unwrap();
+        third.commit(Box::new(|| {})).await.unwrap();
+        assert_eq!(committed_names(&dir), ["d"]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_committed_even_when_the_one_queued_behind_it_gives_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = writer(&dir);
+        with_table(&writer).await;
+
+        let mut first = writer.begin().await.unwrap();
+        insert(&mut first, "a").unwrap();
+        let waiting = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.begin().await.map(drop) }
+        });
+        queued(&writer, 1).await;
+        let committing = tokio::spawn(first.commit(Box::new(|| {})));
+        // The first left the batch open for the queued one, which now goes away
+        // (whether it got the connection or not).
+        waiting.abort();
+        tokio::time::timeout(Duration::from_secs(2), committing)
+            .await
+            .expect("committed without anyone else writing")
+            .unwrap()
+            .unwrap();
+        assert_eq!(committed_names(&dir), ["a"]);
     }
 }

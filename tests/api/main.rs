@@ -29,6 +29,7 @@ mod resilience;
 mod schema;
 mod secrets;
 mod server;
+mod shared_commits;
 mod shim;
 mod shim_password;
 mod smtp;
