@@ -106,9 +106,6 @@ impl Deliverer {
         extension: &str,
         bytes: &[u8],
     ) -> Result<(), String> {
-        tokio::fs::create_dir_all(&self.outbox_dir)
-            .await
-            .map_err(|e| format!("cannot create {}: {e}", self.outbox_dir.display()))?;
         let recipient: String = message
             .recipient
             .chars()
@@ -120,17 +117,22 @@ impl Deliverer {
                 }
             })
             .collect();
-        let path = self
-            .outbox_dir
-            .join(format!("{:010}-{recipient}.{extension}", message.id));
-        // Write then rename, so a reader never sees half a message.
-        let partial = path.with_extension("partial");
-        tokio::fs::write(&partial, bytes)
-            .await
-            .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
-        tokio::fs::rename(&partial, &path)
-            .await
-            .map_err(|e| format!("cannot rename {}: {e}", path.display()))
+        let folder = self.outbox_dir.clone();
+        let path = folder.join(format!("{:010}-{recipient}.{extension}", message.id));
+        let bytes = bytes.to_vec();
+        // One trip to a blocking thread for the whole write (tokio::fs makes one per call).
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&folder)
+                .map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
+            // Write then rename, so a reader never sees half a message.
+            let partial = path.with_extension("partial");
+            std::fs::write(&partial, bytes)
+                .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+            std::fs::rename(&partial, &path)
+                .map_err(|e| format!("cannot rename {}: {e}", path.display()))
+        })
+        .await
+        .map_err(|e| format!("the outbox write stopped: {e}"))?
     }
 }
 
