@@ -14,8 +14,11 @@
 //! What this connection must not do in the caller's thread is wait: on another process's
 //! write lock it does not sleep in SQLite's busy handler but returns, and [`Writer::begin`]
 //! retries asynchronously; WAL checkpoints (which write the database file and sync it) run
-//! on a thread of their own, woken by the WAL hook once the log holds
-//! [`CHECKPOINT_PAGES`].
+//! on a blocking thread, between batches, once the log holds [`CHECKPOINT_PAGES`].
+//! Between batches, so the next BEGIN finds the log copied and starts it over: a
+//! checkpoint that trails the writer (as one on a thread of its own did) never lets the
+//! log restart, and it grew by hundreds of megabytes a minute under load, every page
+//! lookup slower for it.
 
 use libsqlite3_sys as ffi;
 use sqlx::any::{AnyArguments, AnyQueryResult, AnyRow, AnyTypeInfo, AnyTypeInfoKind};
@@ -27,11 +30,10 @@ use std::collections::HashMap;
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// The log size (in pages, 4 KiB each) at which the checkpointer is woken; SQLite's own
+/// The log size (in pages, 4 KiB each) at which a checkpoint is due; SQLite's own
 /// automatic checkpoint uses the same figure.
 const CHECKPOINT_PAGES: c_int = 1000;
 
@@ -270,6 +272,7 @@ impl Writer {
             .map_err(|_| sqlx::Error::PoolTimedOut)?;
         queued.served = true;
         drop(queued);
+        let state = checkpoint_if_due(state).await;
         let mut held = self.held(state);
         let mut pause = Duration::from_millis(1);
         loop {
@@ -306,6 +309,35 @@ impl Writer {
             state.commit_batch();
             state.close();
         }
+    }
+}
+
+/// Between batches, copies a long log into the database file on a blocking thread, the
+/// connection held meanwhile (writers queue, readers go on). The thread owns the guard,
+/// so a caller that goes away meanwhile leaves the connection intact.
+async fn checkpoint_if_due(
+    mut state: tokio::sync::OwnedMutexGuard<State>,
+) -> tokio::sync::OwnedMutexGuard<State> {
+    let due = state.batch.is_none()
+        && state
+            .connection
+            .as_ref()
+            .is_some_and(Connection::take_checkpoint_due);
+    if !due {
+        return state;
+    }
+    let mutex = tokio::sync::OwnedMutexGuard::mutex(&state).clone();
+    match tokio::task::spawn_blocking(move || {
+        if let Some(connection) = &mut state.connection {
+            connection.checkpoint();
+        }
+        state
+    })
+    .await
+    {
+        Ok(state) => state,
+        // The blocking pool is shutting down (the runtime is): take the connection again.
+        Err(_) => mutex.lock_owned().await,
     }
 }
 
@@ -438,8 +470,9 @@ struct Connection {
     statements: HashMap<String, Statement>,
     /// Set after an error that leaves the connection unusable (I/O, corruption).
     broken: bool,
-    /// The WAL hook's end of the checkpointer's channel; freed after the connection.
-    wal_hook: *mut mpsc::SyncSender<()>,
+    /// Set by the WAL hook when the log is long enough to checkpoint; freed after the
+    /// connection.
+    checkpoint_due: *const AtomicBool,
 }
 
 // SAFETY: the connection is opened with SQLITE_OPEN_NOMUTEX, which allows using it from
@@ -457,29 +490,50 @@ impl std::fmt::Debug for Connection {
 impl Connection {
     fn open(path: &CStr) -> Result<Connection, SqliteError> {
         let db = open(path)?;
-        let (wake, woken) = mpsc::sync_channel(1);
         let mut connection = Connection {
             db,
             statements: HashMap::new(),
             broken: false,
-            wal_hook: Box::into_raw(Box::new(wake)),
+            checkpoint_due: Arc::into_raw(Arc::new(AtomicBool::new(false))),
         };
         // WAL lets readers run beside the writer; NORMAL sync is durable across
         // application crashes, which is what WAL needs. No busy handler: see the module.
+        // The log is cut back to 64 MiB when it starts over after a burst.
         connection.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;
+             PRAGMA journal_size_limit = 67108864;",
         )?;
         // Replaces SQLite's automatic checkpoint, which would run in the committing
         // caller's thread.
         unsafe {
-            ffi::sqlite3_wal_hook(db, Some(wake_checkpointer), connection.wal_hook.cast());
+            let due = connection.checkpoint_due.cast_mut().cast();
+            ffi::sqlite3_wal_hook(db, Some(note_log_size), due);
         }
-        let path = path.to_owned();
-        std::thread::Builder::new()
-            .name("sqlite-checkpoint".into())
-            .spawn(move || checkpoint_when_woken(&path, &woken))
-            .map_err(|error| SqliteError::new(ffi::SQLITE_ERROR, error.to_string()))?;
         Ok(connection)
+    }
+
+    /// Whether the log has grown long enough to checkpoint; reading it clears it.
+    fn take_checkpoint_due(&self) -> bool {
+        // SAFETY: the flag lives as long as the connection.
+        unsafe { &*self.checkpoint_due }.swap(false, Ordering::Relaxed)
+    }
+
+    /// Copies the log into the database file (PASSIVE: readers go on). Blocks on the
+    /// disk: run it on a blocking thread.
+    fn checkpoint(&mut self) {
+        let rc = unsafe {
+            ffi::sqlite3_wal_checkpoint_v2(
+                self.db,
+                std::ptr::null(),
+                ffi::SQLITE_CHECKPOINT_PASSIVE,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
+        if rc != ffi::SQLITE_OK && rc & 0xff != ffi::SQLITE_BUSY {
+            let error = SqliteError::last(self.db);
+            tracing::warn!(%error, "checkpointing the database's log failed");
+        }
     }
 
     fn autocommit(&self) -> bool {
@@ -544,8 +598,7 @@ impl Drop for Connection {
         self.statements.clear();
         unsafe {
             ffi::sqlite3_close(self.db);
-            // The checkpointer's thread ends with this, its channel's last sender.
-            drop(Box::from_raw(self.wal_hook));
+            drop(Arc::from_raw(self.checkpoint_due));
         }
     }
 }
@@ -568,56 +621,17 @@ fn open(path: &CStr) -> Result<*mut ffi::sqlite3, SqliteError> {
 }
 
 /// Called by SQLite after each commit with the log's size in pages.
-unsafe extern "C" fn wake_checkpointer(
-    wake: *mut c_void,
+unsafe extern "C" fn note_log_size(
+    due: *mut c_void,
     _db: *mut ffi::sqlite3,
     _schema: *const c_char,
     pages: c_int,
 ) -> c_int {
     if pages >= CHECKPOINT_PAGES {
-        // SAFETY: the connection owns the sender and frees it only after closing.
-        let wake = unsafe { &*(wake as *const mpsc::SyncSender<()>) };
-        // Full: a checkpoint is already due.
-        let _ = wake.try_send(());
+        // SAFETY: the connection owns the flag and frees it only after closing.
+        unsafe { &*(due as *const AtomicBool) }.store(true, Ordering::Relaxed);
     }
     ffi::SQLITE_OK
-}
-
-/// The checkpointer: its own connection, copying the log into the database file while
-/// writers go on (PASSIVE never blocks them).
-fn checkpoint_when_woken(path: &CStr, woken: &mpsc::Receiver<()>) {
-    let mut db = None;
-    while woken.recv().is_ok() {
-        if db.is_none() {
-            match open(path) {
-                Ok(opened) => {
-                    unsafe { ffi::sqlite3_busy_timeout(opened, 1000) };
-                    db = Some(opened);
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot open the database to checkpoint its log");
-                    continue;
-                }
-            }
-        }
-        let Some(handle) = db else { continue };
-        let rc = unsafe {
-            ffi::sqlite3_wal_checkpoint_v2(
-                handle,
-                std::ptr::null(),
-                ffi::SQLITE_CHECKPOINT_PASSIVE,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-            )
-        };
-        if rc != ffi::SQLITE_OK && rc & 0xff != ffi::SQLITE_BUSY {
-            let error = SqliteError::last(handle);
-            tracing::warn!(%error, "checkpointing the database's log failed");
-        }
-    }
-    if let Some(handle) = db {
-        unsafe { ffi::sqlite3_close(handle) };
-    }
 }
 
 /// A prepared statement, with where each of its parameters takes its value from.
