@@ -1077,4 +1077,22 @@ mod tests {
             .unwrap();
         assert_eq!(committed_names(&dir), ["a"]);
     }
+
+    #[tokio::test]
+    async fn the_log_starts_over_instead_of_growing_with_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = writer(&dir);
+        with_table(&writer).await;
+        // 4000 pages' worth of writes: four times the checkpoint's threshold.
+        let page = "x".repeat(4000);
+        for n in 0..4000 {
+            let mut tx = writer.begin().await.unwrap();
+            insert(&mut tx, &format!("{n}{page}")).unwrap();
+            tx.commit(Box::new(|| {})).await.unwrap();
+        }
+        let log = std::fs::metadata(dir.path().join("db.sqlite-wal"))
+            .unwrap()
+            .len();
+        assert!(log < 12 << 20, "the log holds {} MiB", log >> 20);
+    }
 }
