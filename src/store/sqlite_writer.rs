@@ -782,8 +782,15 @@ impl Statement {
                 _ => return Err(SqliteError::last(db)),
             }
         }
+        // sqlite3_changes counts the last INSERT, UPDATE or DELETE: after a read, that is
+        // someone else's count.
+        let read_only = unsafe { ffi::sqlite3_stmt_readonly(self.handle) } != 0;
         let done = AnyQueryResult {
-            rows_affected: unsafe { ffi::sqlite3_changes64(db) } as u64,
+            rows_affected: if read_only {
+                0
+            } else {
+                unsafe { ffi::sqlite3_changes64(db) as u64 }
+            },
             last_insert_id: Some(unsafe { ffi::sqlite3_last_insert_rowid(db) }),
         };
         Ok((rows, done))
@@ -1094,5 +1101,20 @@ mod tests {
             .unwrap()
             .len();
         assert!(log < 12 << 20, "the log holds {} MiB", log >> 20);
+    }
+
+    #[tokio::test]
+    async fn rows_affected_counts_the_statement_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = writer(&dir);
+        with_table(&writer).await;
+        let mut tx = writer.begin().await.unwrap();
+        insert(&mut tx, "a").unwrap();
+        let (_, inserted) = tx
+            .run("INSERT INTO t (name) VALUES ('b'), ('c')", None)
+            .unwrap();
+        assert_eq!(inserted.rows_affected, 2);
+        let (rows, read) = tx.run("SELECT name FROM t", None).unwrap();
+        assert_eq!((rows.len(), read.rows_affected), (3, 0));
     }
 }
