@@ -130,15 +130,45 @@ impl State {
         }
     }
 
+    fn is_open(&self, batch: u64) -> bool {
+        self.batch.as_ref().is_some_and(|open| open.number == batch)
+    }
+
     /// The open batch's connection, if `batch` is still the open one.
     fn batch_connection(&mut self, batch: u64) -> Result<&mut Connection, SqliteError> {
-        match (&self.batch, &mut self.connection) {
-            (Some(open), Some(connection)) if open.number == batch => Ok(connection),
+        let open = self.is_open(batch);
+        match &mut self.connection {
+            Some(connection) if open => Ok(connection),
             _ => Err(SqliteError::new(
                 ffi::SQLITE_ABORT,
                 "the transaction was rolled back with its batch".into(),
             )),
         }
+    }
+
+    /// Runs `work` on the connection of batch `batch`, if it is still the open one. After
+    /// an error that breaks the connection, the connection is closed when left. Some
+    /// errors (a full disk, I/O) end SQLite's whole transaction: the batch fails, with this
+    /// transaction's part and the parts released into it before. Whatever ended it,
+    /// nothing more may run outside it, one statement at a time.
+    fn in_batch<T>(
+        &mut self,
+        batch: u64,
+        work: impl FnOnce(&mut Connection) -> Result<T, SqliteError>,
+    ) -> Result<T, SqliteError> {
+        let connection = self.batch_connection(batch)?;
+        let outcome = work(connection);
+        if outcome.as_ref().is_err_and(SqliteError::breaks_connection) {
+            connection.broken = true;
+        }
+        if connection.autocommit() {
+            let ended = SqliteError::new(
+                ffi::SQLITE_ABORT,
+                "the statement ended the batch's transaction".into(),
+            );
+            self.fail_batch(outcome.as_ref().err().unwrap_or(&ended));
+        }
+        outcome
     }
 
     /// Leaving the connection: commits the batch unless another transaction is queued to
@@ -371,25 +401,9 @@ impl Transaction {
         arguments: Option<AnyArguments<'_>>,
     ) -> Result<(Vec<AnyRow>, AnyQueryResult), sqlx::Error> {
         let batch = self.batch;
-        let state = self.state();
-        let connection = state.batch_connection(batch)?;
-        let outcome = connection.run(sql, arguments.as_ref());
-        if let Err(error) = &outcome {
-            if error.breaks_connection() {
-                connection.broken = true;
-            }
-        }
-        // Some errors (a full disk, I/O) end SQLite's whole transaction: the batch, this
-        // transaction's part and the parts released into it before. Whatever ended it,
-        // nothing more may run outside it, one statement at a time.
-        if connection.autocommit() {
-            let ended = SqliteError::new(
-                ffi::SQLITE_ABORT,
-                "the statement ended the batch's transaction".into(),
-            );
-            state.fail_batch(outcome.as_ref().err().unwrap_or(&ended));
-        }
-        Ok(outcome?)
+        Ok(self
+            .state()
+            .in_batch(batch, |connection| connection.run(sql, arguments.as_ref()))?)
     }
 
     /// Releases the savepoint into the batch and waits for the batch's COMMIT; then (and
@@ -405,15 +419,13 @@ impl Transaction {
             .take()
             .expect("an open transaction holds the connection");
         let state = &mut held.state;
-        let connection = state.batch_connection(batch)?;
-        if let Err(error) = connection.execute("RELEASE member") {
-            if connection.autocommit() {
-                state.fail_batch(&error);
-            }
+        if let Err(error) = state.in_batch(batch, |connection| connection.execute("RELEASE member"))
+        {
+            // Dropping the transaction rolls its part back, if its batch is still open.
             self.held = Some(held);
             return Err(error.into());
         }
-        let open = state.batch.as_mut().expect("checked above");
+        let open = state.batch.as_mut().expect("released into it");
         open.members += 1;
         open.after_commit.push(after_commit);
         let mut outcome = open.outcome.subscribe();
@@ -449,15 +461,15 @@ impl Drop for Transaction {
             return;
         };
         let state = &mut held.state;
-        let Ok(connection) = state.batch_connection(batch) else {
-            return;
-        };
-        let undone = connection
-            .execute("ROLLBACK TO member")
-            .and_then(|()| connection.execute("RELEASE member"));
+        let undone = state.in_batch(batch, |connection| {
+            connection.execute("ROLLBACK TO member")?;
+            connection.execute("RELEASE member")
+        });
         if let Err(error) = undone {
-            // This part cannot be undone alone: the batch goes with it.
-            state.fail_batch(&error);
+            // This part cannot be undone alone: the batch goes with it (if it is not gone).
+            if state.is_open(batch) {
+                state.fail_batch(&error);
+            }
         }
         // Leaving the connection (`held` drops) commits the batch if it is its turn.
     }
@@ -935,8 +947,27 @@ mod tests {
     use super::*;
     use sqlx::Row;
 
-    fn writer(dir: &tempfile::TempDir) -> Arc<Writer> {
-        Arc::new(Writer::new(&dir.path().join("db.sqlite"), Duration::from_secs(3)).unwrap())
+    /// A writer on a new database holding table `t`.
+    async fn writer_with_table() -> (tempfile::TempDir, Arc<Writer>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let writer = Arc::new(Writer::new(&path, Duration::from_secs(3)).unwrap());
+        let mut tx = writer.begin().await.unwrap();
+        tx.run("CREATE TABLE t (name TEXT PRIMARY KEY)", None)
+            .unwrap();
+        commit(tx).await.unwrap();
+        (dir, writer)
+    }
+
+    async fn commit(tx: Transaction) -> Result<(), sqlx::Error> {
+        tx.commit(Box::new(|| {})).await
+    }
+
+    /// A flag, and what sets it once a batch commits.
+    fn flag_after_commit() -> (Arc<AtomicBool>, Box<dyn FnOnce() + Send>) {
+        let flag = Arc::new(AtomicBool::new(false));
+        let set = flag.clone();
+        (flag, Box::new(move || set.store(true, Ordering::SeqCst)))
     }
 
     /// What another connection (a reader) sees in the table.
@@ -958,13 +989,6 @@ mod tests {
         tx.run(sqlx::Execute::sql(&query), arguments).map(drop)
     }
 
-    async fn with_table(writer: &Writer) {
-        let mut tx = writer.begin().await.unwrap();
-        tx.run("CREATE TABLE t (name TEXT PRIMARY KEY)", None)
-            .unwrap();
-        tx.commit(Box::new(|| {})).await.unwrap();
-    }
-
     /// Waits until `count` transactions are queued for the connection.
     async fn queued(writer: &Writer, count: usize) {
         while writer.queued.load(Ordering::SeqCst) != count {
@@ -974,9 +998,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_commit_waits_for_its_batch_and_an_abandoned_member_takes_nothing_with_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let writer = writer(&dir);
-        with_table(&writer).await;
+        let (dir, writer) = writer_with_table().await;
 
         let mut first = writer.begin().await.unwrap();
         insert(&mut first, "a").unwrap();
@@ -999,11 +1021,8 @@ mod tests {
             }
         });
         queued(&writer, 1).await;
-        let after_commit = Arc::new(AtomicBool::new(false));
-        let committing = tokio::spawn(first.commit(Box::new({
-            let after_commit = after_commit.clone();
-            move || after_commit.store(true, Ordering::SeqCst)
-        })));
+        let (after_commit, set_flag) = flag_after_commit();
+        let committing = tokio::spawn(first.commit(set_flag));
         // The second holds the batch: the first is not committed, and nobody sees it.
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!committing.is_finished());
@@ -1019,9 +1038,7 @@ mod tests {
 
     #[tokio::test]
     async fn when_sqlite_ends_the_batch_every_member_is_told_and_nothing_is_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let writer = writer(&dir);
-        with_table(&writer).await;
+        let (dir, writer) = writer_with_table().await;
 
         let mut first = writer.begin().await.unwrap();
         insert(&mut first, "a").unwrap();
@@ -1034,17 +1051,12 @@ mod tests {
                 second.run("ROLLBACK", None).unwrap();
                 let after = insert(&mut second, "c").unwrap_err();
                 assert!(after.to_string().contains("rolled back"), "{after}");
-                assert!(second.commit(Box::new(|| {})).await.is_err());
+                assert!(commit(second).await.is_err());
             }
         });
         queued(&writer, 1).await;
-        let after_commit = Arc::new(AtomicBool::new(false));
-        let committed = first
-            .commit(Box::new({
-                let after_commit = after_commit.clone();
-                move || after_commit.store(true, Ordering::SeqCst)
-            }))
-            .await;
+        let (after_commit, set_flag) = flag_after_commit();
+        let committed = first.commit(set_flag).await;
         second.await.unwrap();
         assert!(
             committed.is_err(),
@@ -1056,15 +1068,13 @@ mod tests {
         // The writer goes on.
         let mut third = writer.begin().await.unwrap();
         insert(&mut third, "d").unwrap();
-        third.commit(Box::new(|| {})).await.unwrap();
+        commit(third).await.unwrap();
         assert_eq!(committed_names(&dir), ["d"]);
     }
 
     #[tokio::test]
     async fn a_batch_is_committed_even_when_the_one_queued_behind_it_gives_up() {
-        let dir = tempfile::tempdir().unwrap();
-        let writer = writer(&dir);
-        with_table(&writer).await;
+        let (dir, writer) = writer_with_table().await;
 
         let mut first = writer.begin().await.unwrap();
         insert(&mut first, "a").unwrap();
@@ -1073,7 +1083,7 @@ mod tests {
             async move { writer.begin().await.map(drop) }
         });
         queued(&writer, 1).await;
-        let committing = tokio::spawn(first.commit(Box::new(|| {})));
+        let committing = tokio::spawn(commit(first));
         // The first left the batch open for the queued one, which now goes away
         // (whether it got the connection or not).
         waiting.abort();
@@ -1087,15 +1097,13 @@ mod tests {
 
     #[tokio::test]
     async fn the_log_starts_over_instead_of_growing_with_every_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let writer = writer(&dir);
-        with_table(&writer).await;
+        let (dir, writer) = writer_with_table().await;
         // 4000 pages' worth of writes: four times the checkpoint's threshold.
         let page = "x".repeat(4000);
         for n in 0..4000 {
             let mut tx = writer.begin().await.unwrap();
             insert(&mut tx, &format!("{n}{page}")).unwrap();
-            tx.commit(Box::new(|| {})).await.unwrap();
+            commit(tx).await.unwrap();
         }
         let log = std::fs::metadata(dir.path().join("db.sqlite-wal"))
             .unwrap()
@@ -1105,9 +1113,7 @@ mod tests {
 
     #[tokio::test]
     async fn rows_affected_counts_the_statement_itself() {
-        let dir = tempfile::tempdir().unwrap();
-        let writer = writer(&dir);
-        with_table(&writer).await;
+        let (_dir, writer) = writer_with_table().await;
         let mut tx = writer.begin().await.unwrap();
         insert(&mut tx, "a").unwrap();
         let (_, inserted) = tx
