@@ -138,14 +138,11 @@ async fn master_key_for(settings: &Settings, store: &Store) -> anyhow::Result<Ma
 
 /// `portcullis.db` → `portcullis.db.master-key`, for SQLite files.
 fn default_master_key_path(database_url: &str) -> Option<std::path::PathBuf> {
-    let rest = database_url
-        .strip_prefix("sqlite://")
-        .or_else(|| database_url.strip_prefix("sqlite:"))?;
-    let file = rest.split('?').next().unwrap_or_default();
-    if file.is_empty() || file.contains(":memory:") || database_url.contains("mode=memory") {
-        return None;
-    }
-    Some(std::path::PathBuf::from(format!("{file}.master-key")))
+    let mut path = crate::store::sqlite_file(database_url)
+        .ok()?
+        .into_os_string();
+    path.push(".master-key");
+    Some(path.into())
 }
 
 /// Writes `text` to a new file readable by its owner only, whole or not at all: written

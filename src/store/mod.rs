@@ -328,16 +328,17 @@ impl Store {
     }
 }
 
-/// The file of a SQLite URL. An in-memory database is refused: each connection would
-/// have a database of its own.
-fn sqlite_file(url: &str) -> StoreResult<std::path::PathBuf> {
+/// The file of a SQLite URL. An in-memory (or unnamed) database is refused: each
+/// connection would have a database of its own.
+pub fn sqlite_file(url: &str) -> StoreResult<std::path::PathBuf> {
     use std::str::FromStr;
     let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
     let file = options.get_filename();
-    if url.contains("mode=memory") || file.as_os_str().to_string_lossy().contains(":memory:") {
+    let name = file.as_os_str().to_string_lossy();
+    if url.contains("mode=memory") || name.contains(":memory:") || name.is_empty() {
         return Err(StoreError::Database(sqlx::Error::Configuration(
-            "an in-memory SQLite database cannot be shared by the service's connections: \
-             use a file"
+            "an in-memory or unnamed SQLite database cannot be shared by the service's \
+             connections: use a file"
                 .into(),
         )));
     }
@@ -434,17 +435,20 @@ impl Tx {
     /// away mid-commit cannot leave the cache disagreeing with what was committed; SQLite's
     /// writer runs the cache's update itself, with the COMMIT of the batch.
     pub async fn commit(self) -> StoreResult<()> {
-        match self.tx {
+        let Tx {
+            tx,
+            sessions,
+            revoked,
+            ..
+        } = self;
+        match tx {
             TxConnection::Sqlite(tx) => {
-                let (sessions, revoked) = (self.sessions, self.revoked);
                 tx.commit(Box::new(move || forget_sessions(&sessions, &revoked)))
                     .await?;
                 Ok(())
             }
-            TxConnection::Sqlx(tx) => {
-                let (sessions, revoked) = (self.sessions, self.revoked);
+            TxConnection::Sqlx(mut tx) => {
                 run_to_completion(async move {
-                    let mut tx = tx;
                     if revoked != Revoked::Nobody {
                         // Delivered to the other replicas when (and only if) this commits.
                         sqlx::query("SELECT pg_notify($1, $2)")
