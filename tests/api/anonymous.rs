@@ -2,7 +2,7 @@
 
 use crate::helpers::*;
 use crate::on_both_backends;
-use portcullis::grpc::pb::{ChangeNameRequest, UpdateProjectSettingsRequest};
+use portcullis::grpc::pb::ChangeNameRequest;
 use tonic::Code;
 
 on_both_backends!(
@@ -11,16 +11,6 @@ on_both_backends!(
     a_name_change_takes_effect_only_when_the_new_name_confirms,
     a_taken_name_is_refused_without_revealing_more,
 );
-
-async fn allow_anonymous(app: &TestApp) {
-    let project = app
-        .update_settings(UpdateProjectSettingsRequest {
-            anonymous_login: Some(true),
-            ..Default::default()
-        })
-        .await;
-    assert!(project.anonymous_login);
-}
 
 async fn anonymous_login_is_refused_unless_the_project_allows_it(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -37,7 +27,7 @@ async fn anonymous_login_is_refused_unless_the_project_allows_it(backend: Backen
     );
     assert_eq!(app.database.count("users").await, users);
 
-    allow_anonymous(&app).await;
+    app.allow_anonymous().await;
     let answer = app.authenticate("").await.expect("anonymous login");
     assert!(answer.registration);
     assert!(answer.code_token.is_empty());
@@ -50,7 +40,7 @@ async fn anonymous_login_is_refused_unless_the_project_allows_it(backend: Backen
 
 async fn an_anonymous_user_adds_a_name_and_keeps_its_identity(backend: Backend) {
     let app = spawn_app(backend).await;
-    allow_anonymous(&app).await;
+    app.allow_anonymous().await;
     let anonymous = app.authenticate("").await.unwrap().session.unwrap();
 
     let update = app

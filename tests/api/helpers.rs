@@ -620,6 +620,17 @@ impl TestApp {
             .expect("the changed project")
     }
 
+    /// Lets the project register anonymous users (an app token and no name).
+    pub async fn allow_anonymous(&self) {
+        let project = self
+            .update_settings(UpdateProjectSettingsRequest {
+                anonymous_login: Some(true),
+                ..Default::default()
+            })
+            .await;
+        assert!(project.anonymous_login);
+    }
+
     pub async fn poll(&self, code_token: &str) -> Result<PollResponse, tonic::Status> {
         let request = PollRequest {
             code_token: code_token.into(),

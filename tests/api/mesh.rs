@@ -507,11 +507,7 @@ async fn a_real_proxy_in_front_lets_only_the_projects_users_through(kind: ProxyK
 
     // An anonymous user has no name: the answer has no x-portcullis-name, and the
     // client's own must not slip through in its place.
-    app.update_settings(portcullis::grpc::pb::UpdateProjectSettingsRequest {
-        anonymous_login: Some(true),
-        ..Default::default()
-    })
-    .await;
+    app.allow_anonymous().await;
     let anonymous = app
         .authenticate("")
         .await

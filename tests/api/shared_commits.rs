@@ -5,18 +5,13 @@
 
 use crate::helpers::*;
 use crate::on_both_backends;
-use portcullis::grpc::pb::UpdateProjectSettingsRequest;
 use std::time::Duration;
 
 on_both_backends!(every_answer_is_committed_before_it_is_given);
 
 async fn every_answer_is_committed_before_it_is_given(backend: Backend) {
     let app = spawn_app(backend).await;
-    app.update_settings(UpdateProjectSettingsRequest {
-        anonymous_login: Some(true),
-        ..Default::default()
-    })
-    .await;
+    app.allow_anonymous().await;
     // 48 registrations at once, and 16 more abandoned after a few hundred microseconds:
     // those end inside batches that others commit.
     let calls = (0..64u64).map(|i| {
