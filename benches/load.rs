@@ -123,36 +123,24 @@ async fn bench(
         Some(("empty gRPC call", &empty)),
     );
     if load.wants("reads") {
-        let (stats, empty) = load
-            .versus(
-                async |l: &Load| cluster.authorize(l, &jwts, Role::User).await,
-                empty_call,
-            )
-            .await;
-        table.row("Authorize, JWT", &stats, Some(("empty gRPC call", &empty)));
-        let (stats, empty) = load
-            .versus(
-                async |l: &Load| cluster.authorize(l, &forged, Role::Public).await,
-                empty_call,
-            )
-            .await;
-        table.row(
-            "Authorize, forged opaque",
-            &stats,
-            Some(("empty gRPC call", &empty)),
-        );
         let revoked = cluster.revoked_tokens(load.in_flight).await?;
-        let (stats, empty) = load
-            .versus(
-                async |l: &Load| cluster.authorize(l, &revoked, Role::Public).await,
-                empty_call,
-            )
-            .await;
-        table.row(
-            "Authorize, logged-out token replayed",
-            &stats,
-            Some(("empty gRPC call", &empty)),
-        );
+        for (row, tokens, role) in [
+            ("Authorize, JWT", &jwts, Role::User),
+            ("Authorize, forged opaque", &forged, Role::Public),
+            (
+                "Authorize, logged-out token replayed",
+                &revoked,
+                Role::Public,
+            ),
+        ] {
+            let (stats, empty) = load
+                .versus(
+                    async |l: &Load| cluster.authorize(l, tokens, role).await,
+                    empty_call,
+                )
+                .await;
+            table.row(row, &stats, Some(("empty gRPC call", &empty)));
+        }
         let raw = RawDatabase::open(raw_url).await?;
         let (stats, raw_select) = load
             .versus(
