@@ -19,6 +19,7 @@ mod rows;
 mod sealing;
 mod session_cache;
 mod sessions;
+mod sqlite_log;
 mod sqlite_writer;
 mod users;
 

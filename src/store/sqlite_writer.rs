@@ -14,11 +14,8 @@
 //! What this connection must not do in the caller's thread is wait: on another process's
 //! write lock it does not sleep in SQLite's busy handler but returns, and [`Writer::begin`]
 //! retries asynchronously; WAL checkpoints (which write the database file and sync it) run
-//! on a blocking thread, between batches, once the log holds [`CHECKPOINT_PAGES`].
-//! Between batches, so the next BEGIN finds the log copied and starts it over: a
-//! checkpoint that trails the writer (as one on a thread of its own did) never lets the
-//! log restart, and it grew by hundreds of megabytes a minute under load, every page
-//! lookup slower for it.
+//! beside it on a thread of their own, and only a short tail between batches, on a
+//! blocking thread (see `sqlite_log`).
 
 use libsqlite3_sys as ffi;
 use sqlx::any::{AnyArguments, AnyQueryResult, AnyRow, AnyTypeInfo, AnyTypeInfoKind};
@@ -33,9 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// The log size (in pages, 4 KiB each) at which a checkpoint is due; SQLite's own
-/// automatic checkpoint uses the same figure.
-const CHECKPOINT_PAGES: c_int = 1000;
+use super::sqlite_log::{self, Log};
 
 /// Prepared statements kept per connection; past this the cache starts over (the store's
 /// SQL is a fixed set, but some statements carry one placeholder per value).
@@ -62,6 +57,8 @@ pub(super) struct Writer {
     /// that holds SQLite's write lock.
     acquire_timeout: Duration,
     closed: AtomicBool,
+    /// The log and its copier.
+    log: Arc<Log>,
 }
 
 /// Most transactions one COMMIT carries: past this the batch commits even with
@@ -101,15 +98,15 @@ impl std::fmt::Debug for Batch {
 
 impl State {
     /// Opens the connection if needed, the batch if none is open, and a savepoint in it.
-    fn join_batch(&mut self, path: &CStr) -> Result<u64, SqliteError> {
+    fn join_batch(&mut self, path: &CStr, log: &Arc<Log>) -> Result<u64, SqliteError> {
         let connection = match &mut self.connection {
             // Left inside a transaction that is no batch (never, if every path below does
             // its job): start over on a new connection rather than fail every write.
             Some(connection) if self.batch.is_none() && !connection.autocommit() => {
-                self.connection.insert(Connection::open(path)?)
+                self.connection.insert(Connection::open(path, log)?)
             }
             Some(connection) => connection,
-            None => self.connection.insert(Connection::open(path)?),
+            None => self.connection.insert(Connection::open(path, log)?),
         };
         if self.batch.is_none() {
             connection.execute("BEGIN IMMEDIATE")?;
@@ -276,6 +273,7 @@ impl Writer {
         let path = CString::new(path.as_os_str().as_encoded_bytes())
             .map_err(|_| sqlx::Error::Configuration("the database path holds a NUL".into()))?;
         Ok(Writer {
+            log: Log::start(path.clone()),
             path,
             state: Arc::default(),
             queued: Arc::default(),
@@ -302,7 +300,7 @@ impl Writer {
             .map_err(|_| sqlx::Error::PoolTimedOut)?;
         queued.served = true;
         drop(queued);
-        let state = checkpoint_if_due(state).await;
+        let state = copy_log_if_due(state, &self.log).await;
         let mut held = self.held(state);
         let mut pause = Duration::from_millis(1);
         loop {
@@ -310,7 +308,7 @@ impl Writer {
                 held.state.close();
                 return Err(sqlx::Error::PoolClosed);
             }
-            match held.state.join_batch(&self.path) {
+            match held.state.join_batch(&self.path, &self.log) {
                 Ok(batch) => {
                     return Ok(Transaction {
                         held: Some(held),
@@ -335,6 +333,7 @@ impl Writer {
     /// Refuses new transactions and closes the connection once it is free.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        self.log.stop();
         if let Ok(mut state) = self.state.try_lock() {
             state.commit_batch();
             state.close();
@@ -342,23 +341,31 @@ impl Writer {
     }
 }
 
-/// Between batches, copies a long log into the database file on a blocking thread, the
-/// connection held meanwhile (writers queue, readers go on). The thread owns the guard,
-/// so a caller that goes away meanwhile leaves the connection intact.
-async fn checkpoint_if_due(
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.log.stop();
+    }
+}
+
+/// Between batches, when the log is due to start over, copies what the copier left of it
+/// on a blocking thread, the connection held meanwhile (writers queue, readers go on);
+/// the next write then starts the log over. The thread owns the guard, so a caller that
+/// goes away meanwhile leaves the connection intact.
+async fn copy_log_if_due(
     mut state: tokio::sync::OwnedMutexGuard<State>,
+    log: &Arc<Log>,
 ) -> tokio::sync::OwnedMutexGuard<State> {
-    let due = state.batch.is_none()
-        && state
-            .connection
-            .as_ref()
-            .is_some_and(Connection::take_checkpoint_due);
-    if !due {
+    if state.batch.is_some() || state.connection.is_none() {
         return state;
     }
+    let Some(wait) = log.writer_copy_due() else {
+        return state;
+    };
     let mutex = tokio::sync::OwnedMutexGuard::mutex(&state).clone();
+    let log = log.clone();
     match tokio::task::spawn_blocking(move || {
-        if let Some(connection) = &mut state.connection {
+        // Busy copier, no hurry: the copier says when to try again.
+        if let (Some(_copying), Some(connection)) = (log.hold(wait), &mut state.connection) {
             connection.checkpoint();
         }
         state
@@ -482,9 +489,8 @@ struct Connection {
     statements: HashMap<String, Statement>,
     /// Set after an error that leaves the connection unusable (I/O, corruption).
     broken: bool,
-    /// Set by the WAL hook when the log is long enough to checkpoint; freed after the
-    /// connection.
-    checkpoint_due: *const AtomicBool,
+    /// What the WAL hook tells of the log; released after the connection.
+    log: *const Log,
 }
 
 // SAFETY: the connection is opened with SQLITE_OPEN_NOMUTEX, which allows using it from
@@ -500,13 +506,13 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    fn open(path: &CStr) -> Result<Connection, SqliteError> {
+    fn open(path: &CStr, log: &Arc<Log>) -> Result<Connection, SqliteError> {
         let db = open(path)?;
         let mut connection = Connection {
             db,
             statements: HashMap::new(),
             broken: false,
-            checkpoint_due: Arc::into_raw(Arc::new(AtomicBool::new(false))),
+            log: Arc::into_raw(log.clone()),
         };
         // WAL lets readers run beside the writer; NORMAL sync is durable across
         // application crashes, which is what WAL needs. No busy handler: see the module.
@@ -518,33 +524,17 @@ impl Connection {
         // Replaces SQLite's automatic checkpoint, which would run in the committing
         // caller's thread.
         unsafe {
-            let due = connection.checkpoint_due.cast_mut().cast();
-            ffi::sqlite3_wal_hook(db, Some(note_log_size), due);
+            let log = connection.log.cast_mut().cast();
+            ffi::sqlite3_wal_hook(db, Some(note_log_size), log);
         }
         Ok(connection)
     }
 
-    /// Whether the log has grown long enough to checkpoint; reading it clears it.
-    fn take_checkpoint_due(&self) -> bool {
-        // SAFETY: the flag lives as long as the connection.
-        unsafe { &*self.checkpoint_due }.swap(false, Ordering::Relaxed)
-    }
-
-    /// Copies the log into the database file (PASSIVE: readers go on). Blocks on the
-    /// disk: run it on a blocking thread.
+    /// Copies what is left of the log into the database file. Blocks on the disk: run it
+    /// on a blocking thread.
     fn checkpoint(&mut self) {
-        let rc = unsafe {
-            ffi::sqlite3_wal_checkpoint_v2(
-                self.db,
-                std::ptr::null(),
-                ffi::SQLITE_CHECKPOINT_PASSIVE,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-            )
-        };
-        if rc != ffi::SQLITE_OK && rc & 0xff != ffi::SQLITE_BUSY {
-            let error = SqliteError::last(self.db);
-            tracing::warn!(%error, "checkpointing the database's log failed");
+        if let Err(error) = sqlite_log::checkpoint(self.db) {
+            tracing::warn!(%error, "copying the database's log failed");
         }
     }
 
@@ -610,12 +600,12 @@ impl Drop for Connection {
         self.statements.clear();
         unsafe {
             ffi::sqlite3_close(self.db);
-            drop(Arc::from_raw(self.checkpoint_due));
+            drop(Arc::from_raw(self.log));
         }
     }
 }
 
-fn open(path: &CStr) -> Result<*mut ffi::sqlite3, SqliteError> {
+pub(super) fn open(path: &CStr) -> Result<*mut ffi::sqlite3, SqliteError> {
     let mut db = std::ptr::null_mut();
     let flags = ffi::SQLITE_OPEN_READWRITE | ffi::SQLITE_OPEN_CREATE | ffi::SQLITE_OPEN_NOMUTEX;
     let rc = unsafe { ffi::sqlite3_open_v2(path.as_ptr(), &mut db, flags, std::ptr::null()) };
@@ -634,15 +624,13 @@ fn open(path: &CStr) -> Result<*mut ffi::sqlite3, SqliteError> {
 
 /// Called by SQLite after each commit with the log's size in pages.
 unsafe extern "C" fn note_log_size(
-    due: *mut c_void,
+    log: *mut c_void,
     _db: *mut ffi::sqlite3,
     _schema: *const c_char,
     pages: c_int,
 ) -> c_int {
-    if pages >= CHECKPOINT_PAGES {
-        // SAFETY: the connection owns the flag and frees it only after closing.
-        unsafe { &*(due as *const AtomicBool) }.store(true, Ordering::Relaxed);
-    }
+    // SAFETY: the connection holds the log and releases it only after closing.
+    unsafe { &*(log as *const Log) }.committed(pages);
     ffi::SQLITE_OK
 }
 
@@ -883,7 +871,7 @@ impl SqliteError {
         SqliteError { code, message }
     }
 
-    fn last(db: *mut ffi::sqlite3) -> SqliteError {
+    pub(super) fn last(db: *mut ffi::sqlite3) -> SqliteError {
         let (code, message) = unsafe {
             (
                 ffi::sqlite3_extended_errcode(db),
@@ -973,7 +961,7 @@ mod tests {
     /// What another connection (a reader) sees in the table.
     fn committed_names(dir: &tempfile::TempDir) -> Vec<String> {
         let path = CString::new(dir.path().join("db.sqlite").to_str().unwrap()).unwrap();
-        let mut reader = Connection::open(&path).unwrap();
+        let mut reader = Connection::open(&path, &Arc::default()).unwrap();
         let (rows, _) = reader
             .run("SELECT name FROM t ORDER BY name", None)
             .unwrap();
@@ -1098,9 +1086,10 @@ mod tests {
     #[tokio::test]
     async fn the_log_starts_over_instead_of_growing_with_every_write() {
         let (dir, writer) = writer_with_table().await;
-        // 4000 pages' worth of writes: four times the checkpoint's threshold.
+        // Three or more pages a row (the row, its index entry and the entry's overflow):
+        // over 100 MiB of log if it never started over.
         let page = "x".repeat(4000);
-        for n in 0..4000 {
+        for n in 0..8000 {
             let mut tx = writer.begin().await.unwrap();
             insert(&mut tx, &format!("{n}{page}")).unwrap();
             commit(tx).await.unwrap();
@@ -1108,7 +1097,30 @@ mod tests {
         let log = std::fs::metadata(dir.path().join("db.sqlite-wal"))
             .unwrap()
             .len();
-        assert!(log < 12 << 20, "the log holds {} MiB", log >> 20);
+        let bound = (sqlite_log::HARD_PAGES as u64 + 1000) * 4096;
+        assert!(log < bound, "the log holds {} MiB", log >> 20);
+    }
+
+    #[tokio::test]
+    async fn the_log_is_copied_beside_the_writer() {
+        let (dir, writer) = writer_with_table().await;
+        // Three or more pages of log a row: past the copier's threshold, well short of
+        // the writer's own.
+        let page = "x".repeat(4000);
+        let rows = sqlite_log::COPY_PAGES as usize * 2 / 5;
+        for n in 0..rows {
+            let mut tx = writer.begin().await.unwrap();
+            insert(&mut tx, &format!("{n}{page}")).unwrap();
+            commit(tx).await.unwrap();
+        }
+        // Nothing more is written: only the copier can fill the database file.
+        let file = dir.path().join("db.sqlite");
+        let copied = || std::fs::metadata(&file).unwrap().len() / 4096;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while copied() < rows as u64 * 3 / 4 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(copied() >= rows as u64 * 3 / 4, "{} pages copied", copied());
     }
 
     #[tokio::test]
