@@ -658,11 +658,12 @@ impl Cluster {
 
     /// `/api/authenticate` with a name never seen, from a client address of its own /24.
     async fn code_starts(&self, load: &Load) -> Stats {
-        let next = Arc::new(AtomicU64::new(0));
+        // Across the row's turns too: a name seen before would be a lighter login.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
         let (http, bases) = (self.http.clone(), self.http_bases.clone());
         let app_token = self.project.app_token.clone();
         load.run(move |worker| {
-            let n = next.fetch_add(1, Ordering::Relaxed);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
             let request = http
                 .get(format!("{}/api/authenticate", bases[worker % bases.len()]))
                 .query(&[
