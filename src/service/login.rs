@@ -8,7 +8,8 @@ use crate::domain::{LoginCode, Name, SecretToken, TokenHash, TokenKind};
 use crate::error::{Error, Result};
 use crate::service::IssuedSession;
 use crate::store::{
-    LoginRequestRecord, NewLoginRequest, NewMessage, NewUser, ProjectRecord, Tx, UserRecord,
+    LoginRequestRecord, NewLoginRequest, NewMessage, NewUser, ProjectRecord, SealedMessage, Tx,
+    UserRecord,
 };
 use std::net::IpAddr;
 
@@ -76,23 +77,22 @@ impl Auth {
         client: Option<IpAddr>,
     ) -> Result<Authenticated> {
         let now = self.now();
+        let code = self.prepare_login_code(project, name, now)?;
+        let new_user = NewUser::new(&project.id, Some(name.as_str()), now, None);
         let mut tx = self.store().begin().await?;
         let sending = self
             .check_code_sending(&mut tx, name.as_str(), client, now)
             .await?;
         let (user, registration) = match tx.user_by_name(&project.id, name.as_str()).await? {
             Some(user) => (user, false),
-            None => {
-                let new_user = NewUser::new(&project.id, Some(name.as_str()), now, None);
-                match tx.insert_user(&new_user).await? {
-                    Some(user) => (user, true),
-                    // A concurrent request registered the same name first.
-                    None => (existing_user(&mut tx, project, name).await?, false),
-                }
-            }
+            None => match tx.insert_user(&new_user).await? {
+                Some(user) => (user, true),
+                // A concurrent request registered the same name first.
+                None => (existing_user(&mut tx, project, name).await?, false),
+            },
         };
         let code_token = self
-            .send_login_code(&mut tx, project, user.id, name, sending, now)
+            .send_login_code(&mut tx, project, user.id, code, sending)
             .await?;
         tx.commit().await?;
         self.inner.outbox.notify();
@@ -158,6 +158,7 @@ impl Auth {
         }
         let project = self.project_by_id(&user.project_id).await?;
         let now = self.now();
+        let code = self.prepare_login_code(&project, name, now)?;
         let mut tx = self.store().begin().await?;
         if tx.user_by_name(&project.id, name.as_str()).await?.is_some() {
             return Err(name_taken());
@@ -166,7 +167,7 @@ impl Auth {
             .check_code_sending(&mut tx, name.as_str(), client, now)
             .await?;
         let code_token = self
-            .send_login_code(&mut tx, &project, user.id, name, sending, now)
+            .send_login_code(&mut tx, &project, user.id, code, sending)
             .await?;
         tx.commit().await?;
         self.inner.outbox.notify();
@@ -367,35 +368,69 @@ impl Auth {
     }
 
     /// Creates the login request and queues the mail (or text) with its code and link.
+    /// Everything a login code needs that no database is asked for: tokens, code, its
+    /// HMAC, the mail sealed. Done before the transaction: on SQLite it holds the one
+    /// writer, and every other write would wait for this work.
+    fn prepare_login_code(
+        &self,
+        project: &ProjectRecord,
+        name: &Name,
+        now: i64,
+    ) -> Result<PreparedCode> {
+        let code_token = SecretToken::generate(TokenKind::Code);
+        let link = SecretToken::generate(TokenKind::Link);
+        let token_hash = code_token.hash();
+        let code = LoginCode::generate(project.codes.length);
+        let message = self.code_message(project, name, &code, &link, false, now);
+        let sealed = self.store().seal_message(&message)?;
+        Ok(PreparedCode {
+            request: NewLoginRequest {
+                token_hash: token_hash.0,
+                project_id: project.id.clone(),
+                user_id: 0,
+                name: name.as_str().to_owned(),
+                code_hmac: self.inner.code_key.seal(&token_hash, &code),
+                link_token_hash: link.hash().0,
+                client_block: None,
+                attempts_left: project.codes.attempts,
+                expires_at: now + project.codes.lifetime_seconds,
+                created_at: now,
+            },
+            sealed,
+            code_token,
+            code,
+            link,
+            name: name.clone(),
+        })
+    }
+
+    /// Records a prepared login request for `user_id` and queues its message.
     async fn send_login_code(
         &self,
         tx: &mut Tx,
         project: &ProjectRecord,
         user_id: i64,
-        name: &Name,
+        prepared: PreparedCode,
         sending: CodeSending,
-        now: i64,
     ) -> Result<String> {
-        let code_token = SecretToken::generate(TokenKind::Code);
-        let link = SecretToken::generate(TokenKind::Link);
-        let token_hash = code_token.hash();
-        let code = LoginCode::generate(project.codes.length);
-        tx.insert_login_request(&NewLoginRequest {
-            token_hash: token_hash.0,
-            project_id: project.id.clone(),
-            user_id,
-            name: name.as_str().to_owned(),
-            code_hmac: self.inner.code_key.seal(&token_hash, &code),
-            link_token_hash: link.hash().0,
-            client_block: sending.client_block,
-            attempts_left: project.codes.attempts,
-            expires_at: now + project.codes.lifetime_seconds,
-            created_at: now,
-        })
-        .await?;
+        let PreparedCode {
+            mut request,
+            mut sealed,
+            code_token,
+            code,
+            link,
+            name,
+        } = prepared;
+        request.user_id = user_id;
+        request.client_block = sending.client_block;
+        tx.insert_login_request(&request).await?;
         crate::metrics::count("portcullis_code_logins_started_total");
-        tx.enqueue_message(&self.code_message(project, name, &code, &link, sending.paused, now))
-            .await?;
+        if sending.paused {
+            // Rare (wrong codes piled up for this name): the mail says so.
+            let paused = self.code_message(project, &name, &code, &link, true, request.created_at);
+            sealed = self.store().seal_message(&paused)?;
+        }
+        tx.enqueue_sealed(&sealed).await?;
         Ok(code_token.into_string())
     }
 
@@ -421,6 +456,18 @@ impl Auth {
         );
         super::messages::code_message(project, name, code, &url, paused, now)
     }
+}
+
+/// A login code made ready before its transaction (see [`Auth::prepare_login_code`]).
+struct PreparedCode {
+    /// Its user and client block are filled in within the transaction.
+    request: NewLoginRequest,
+    sealed: SealedMessage,
+    code_token: SecretToken,
+    code: LoginCode,
+    link: SecretToken,
+    /// To write the mail again, should it have to say more.
+    name: Name,
 }
 
 async fn existing_user(tx: &mut Tx, project: &ProjectRecord, name: &Name) -> Result<UserRecord> {

@@ -35,6 +35,7 @@ use session_cache::SessionCache;
 
 use crate::domain::{MasterKey, SealError};
 
+pub use outbox::SealedMessage;
 pub use passwords::{AttemptCount, PasswordResetRecord, PasswordUserRecord};
 pub use records::*;
 pub use sealing::KeyAdoption;

@@ -186,23 +186,57 @@ impl Tx {
     /// Queues a message; its subject and body are sealed (bound to a random key of the
     /// row's own) until it is delivered, then erased.
     pub async fn enqueue_message(&mut self, message: &NewMessage) -> StoreResult<()> {
-        let seal_key = uuid::Uuid::new_v4().simple().to_string();
-        let master = self.master()?;
-        let place = |column| sealing::outbox_place(column, 0, Some(&seal_key));
+        let sealed = SealedMessage::seal(self.master()?, message);
+        self.enqueue_sealed(&sealed).await
+    }
+
+    /// Queues a message sealed beforehand (outside the transaction, which on SQLite holds
+    /// the one writer: sealing is work every other write would wait for).
+    pub async fn enqueue_sealed(&mut self, sealed: &SealedMessage) -> StoreResult<()> {
+        let message = &sealed.message;
         sqlx::query(
             "INSERT INTO outbox (channel, recipient, subject, body, sender, next_attempt_at, created_at, project_id, seal_key)
              VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8)",
         )
         .bind(message.channel.as_str())
         .bind(&message.recipient)
-        .bind(master.seal_text(&place("subject"), &message.subject))
-        .bind(master.seal_text(&place("body"), &message.body))
+        .bind(&message.subject)
+        .bind(&message.body)
         .bind(message.sender.as_deref())
         .bind(message.created_at)
         .bind(message.project_id.as_deref())
-        .bind(&seal_key)
+        .bind(&sealed.seal_key)
         .execute(&mut self.tx)
         .await?;
         Ok(())
+    }
+}
+
+impl Store {
+    /// A message's subject and body sealed as [`Tx::enqueue_sealed`] stores them.
+    pub fn seal_message(&self, message: &NewMessage) -> StoreResult<SealedMessage> {
+        Ok(SealedMessage::seal(self.master()?, message))
+    }
+}
+
+/// A message ready to queue: its subject and body sealed under a random key of its own.
+#[derive(Debug)]
+pub struct SealedMessage {
+    message: NewMessage,
+    seal_key: String,
+}
+
+impl SealedMessage {
+    fn seal(master: &MasterKey, message: &NewMessage) -> SealedMessage {
+        let seal_key = uuid::Uuid::new_v4().simple().to_string();
+        let place = |column| sealing::outbox_place(column, 0, Some(&seal_key));
+        SealedMessage {
+            message: NewMessage {
+                subject: master.seal_text(&place("subject"), &message.subject),
+                body: master.seal_text(&place("body"), &message.body),
+                ..message.clone()
+            },
+            seal_key,
+        }
     }
 }

@@ -261,6 +261,7 @@ impl Column for Channel {
     }
 }
 
+#[derive(Clone, Debug)]
 pub struct NewMessage {
     pub project_id: Option<String>,
     pub channel: Channel,
