@@ -196,6 +196,12 @@ pub async fn run_worker(
 ) {
     // This worker's name on its leases: a restarted process is a new owner.
     let owner = uuid::Uuid::new_v4().to_string();
+    let lease_seconds = config.lease.as_secs().max(1) as i64;
+    let local = store.local_outbox();
+    // A worker that sends nothing (no slots) takes nothing either.
+    if config.in_flight > 0 {
+        local.attach(&owner, lease_seconds);
+    }
     let mut sending = tokio::task::JoinSet::new();
     let mut delivered = Vec::new();
     tokio::pin!(shutdown);
@@ -203,9 +209,25 @@ pub async fn run_worker(
         // What finished since the last turn (and, after a database error, what could not
         // be recorded then: again each turn, before its lease runs out).
         record_delivered(&store, &owner, &clock, &mut delivered).await;
+        // Messages this process queued, leased to this worker already; a quarter of the
+        // slots stays for the database's (retries, other processes' messages).
+        let now = clock.now();
+        let room = config.in_flight.saturating_sub(sending.len());
+        for message in local.take(room - room / 4) {
+            // Sent only well within its lease: past that, another worker may have it.
+            if message.next_attempt_at - now >= lease_seconds / 2 {
+                sending.spawn(send_leased(
+                    store.clone(),
+                    deliverer.clone(),
+                    clock.clone(),
+                    config.clone(),
+                    owner.clone(),
+                    message,
+                ));
+            }
+        }
         let room = config.in_flight.saturating_sub(sending.len());
         if room > 0 {
-            let lease_seconds = config.lease.as_secs().max(1) as i64;
             match store
                 .lease_due_messages(clock.now(), lease_seconds, room as i64, &owner)
                 .await
@@ -243,9 +265,11 @@ pub async fn run_worker(
                 }
             }
             _ = signal.0.notified() => {}
+            _ = local.arrived() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
+    local.detach();
     while let Some(done) = sending.join_next().await {
         delivered.extend(done.ok().flatten());
     }

@@ -35,7 +35,7 @@ use session_cache::SessionCache;
 
 use crate::domain::{MasterKey, SealError};
 
-pub use outbox::SealedMessage;
+pub use outbox::{LocalOutbox, SealedMessage};
 pub use passwords::{AttemptCount, PasswordResetRecord, PasswordUserRecord};
 pub use records::*;
 pub use sealing::KeyAdoption;
@@ -167,6 +167,8 @@ pub struct Store {
     sessions: Arc<SessionCache>,
     /// Seals secrets at rest; set once the key is checked against the database.
     master: Option<Arc<MasterKey>>,
+    /// Messages handed to this process's delivery worker in memory.
+    local_outbox: Arc<LocalOutbox>,
     /// For the revocation listener's own connection.
     url: Arc<SecretString>,
 }
@@ -217,6 +219,7 @@ impl Store {
             writer,
             backend,
             sessions: Arc::new(SessionCache::new(Duration::ZERO, 0)),
+            local_outbox: Arc::default(),
             master: None,
             url: Arc::new(SecretString::from(url)),
         })
@@ -324,6 +327,8 @@ impl Store {
             _span: span,
             sessions: self.sessions.clone(),
             revoked: Revoked::Nobody,
+            local_outbox: self.local_outbox.clone(),
+            on_commit: Vec::new(),
             backend: self.backend,
             master: self.master.clone(),
         })
@@ -427,6 +432,9 @@ pub struct Tx {
     sessions: Arc<SessionCache>,
     /// Whose cached sessions writes of this transaction end or change.
     revoked: Revoked,
+    local_outbox: Arc<LocalOutbox>,
+    /// What happens once (and only if) the transaction is committed.
+    on_commit: Vec<Box<dyn FnOnce() + Send>>,
     backend: Backend,
     master: Option<Arc<MasterKey>>,
 }
@@ -441,26 +449,31 @@ impl Tx {
             tx,
             sessions,
             revoked,
+            on_commit,
             ..
         } = self;
+        // For the other replicas: sent when (and only if) this commits (PostgreSQL).
+        let notice = (revoked != Revoked::Nobody).then(|| revocations::payload(&revoked));
+        let committed = move || {
+            forget_sessions(&sessions, &revoked);
+            on_commit.into_iter().for_each(|then| then());
+        };
         match tx {
             TxConnection::Sqlite(tx) => {
-                tx.commit(Box::new(move || forget_sessions(&sessions, &revoked)))
-                    .await?;
+                tx.commit(Box::new(committed)).await?;
                 Ok(())
             }
             TxConnection::Sqlx(mut tx) => {
                 run_to_completion(async move {
-                    if revoked != Revoked::Nobody {
-                        // Delivered to the other replicas when (and only if) this commits.
+                    if let Some(notice) = notice {
                         sqlx::query("SELECT pg_notify($1, $2)")
                             .bind(revocations::CHANNEL)
-                            .bind(revocations::payload(&revoked))
+                            .bind(notice)
                             .execute(&mut *tx)
                             .await?;
                     }
                     tx.commit().await?;
-                    forget_sessions(&sessions, &revoked);
+                    committed();
                     Ok(())
                 })
                 .await?

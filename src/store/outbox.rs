@@ -1,6 +1,8 @@
 //! The outbox: mails and texts waiting to be sent.
 
 use sqlx::Row;
+use std::collections::VecDeque;
+use std::sync::Mutex;
 
 use super::*;
 
@@ -191,24 +193,115 @@ impl Tx {
     }
 
     /// Queues a message sealed beforehand (outside the transaction, which on SQLite holds
-    /// the one writer: sealing is work every other write would wait for).
+    /// the one writer: sealing is work every other write would wait for). While this
+    /// process's delivery worker runs, the message is queued leased to it and handed to it
+    /// in memory once committed (see [`LocalOutbox`]).
     pub async fn enqueue_sealed(&mut self, sealed: &SealedMessage) -> StoreResult<()> {
         let message = &sealed.message;
-        sqlx::query(
-            "INSERT INTO outbox (channel, recipient, subject, body, sender, next_attempt_at, created_at, project_id, seal_key)
-             VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8)",
+        let claim = self.local_outbox.claim();
+        let next_attempt_at = message.created_at + claim.as_ref().map_or(0, |c| c.lease_seconds);
+        let row = sqlx::query(
+            "INSERT INTO outbox (channel, recipient, subject, body, sender, next_attempt_at, created_at, project_id, seal_key, lease_owner)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             RETURNING id",
         )
         .bind(message.channel.as_str())
         .bind(&message.recipient)
         .bind(&message.subject)
         .bind(&message.body)
         .bind(message.sender.as_deref())
+        .bind(next_attempt_at)
         .bind(message.created_at)
         .bind(message.project_id.as_deref())
         .bind(&sealed.seal_key)
-        .execute(&mut self.tx)
+        .bind(claim.as_ref().map(|c| c.owner.as_str()))
+        .fetch_one(&mut self.tx)
         .await?;
+        if claim.is_some() {
+            let plain = &sealed.plain;
+            let leased = OutboxMessage {
+                id: row.try_get("id")?,
+                project_id: plain.project_id.clone(),
+                channel: plain.channel,
+                recipient: plain.recipient.clone(),
+                subject: plain.subject.clone(),
+                body: plain.body.clone(),
+                sender: plain.sender.clone(),
+                attempts: 0,
+                next_attempt_at,
+                created_at: plain.created_at,
+                seal_key: Some(sealed.seal_key.clone()),
+            };
+            let local = self.local_outbox.clone();
+            self.on_commit
+                .push(Box::new(move || local.hand_over(leased)));
+        }
         Ok(())
+    }
+}
+
+/// Messages this process queues already leased to its own delivery worker, handed to it
+/// in memory once their transaction commits: the worker need not find and lease them in
+/// the database, an UPDATE that rewrites each message's row (on SQLite in the one
+/// writer's time: as much as the rest of a code start's writes). Should the process die
+/// first, the lease runs out and any worker sends the message, as with any lease.
+#[derive(Debug, Default)]
+pub struct LocalOutbox {
+    /// The running worker's lease owner and lease; `None`: no worker, nothing is claimed.
+    worker: Mutex<Option<LocalClaim>>,
+    handed: Mutex<VecDeque<OutboxMessage>>,
+    arrived: tokio::sync::Notify,
+}
+
+#[derive(Clone, Debug)]
+struct LocalClaim {
+    owner: String,
+    lease_seconds: i64,
+}
+
+/// Messages waiting in memory past which new ones are queued unleased, for whichever
+/// worker comes first: a worker this far behind would not send them within their lease.
+const HANDED_LIMIT: usize = 1024;
+
+impl LocalOutbox {
+    /// The delivery worker starts taking messages: leased to `owner` for `lease_seconds`.
+    pub fn attach(&self, owner: &str, lease_seconds: i64) {
+        *self.worker.lock().expect("outbox lock poisoned") = Some(LocalClaim {
+            owner: owner.to_owned(),
+            lease_seconds,
+        });
+    }
+
+    /// The worker stops: nothing more is claimed, and what waits in memory is left to its
+    /// leases (it goes out once they run out).
+    pub fn detach(&self) {
+        *self.worker.lock().expect("outbox lock poisoned") = None;
+        self.handed.lock().expect("outbox lock poisoned").clear();
+    }
+
+    fn claim(&self) -> Option<LocalClaim> {
+        let claim = self.worker.lock().expect("outbox lock poisoned").clone()?;
+        (self.handed.lock().expect("outbox lock poisoned").len() < HANDED_LIMIT).then_some(claim)
+    }
+
+    fn hand_over(&self, message: OutboxMessage) {
+        self.handed
+            .lock()
+            .expect("outbox lock poisoned")
+            .push_back(message);
+        self.arrived.notify_one();
+    }
+
+    /// Up to `max` messages handed over, oldest first.
+    pub fn take(&self, max: usize) -> Vec<OutboxMessage> {
+        let mut handed = self.handed.lock().expect("outbox lock poisoned");
+        let count = max.min(handed.len());
+        handed.drain(..count).collect()
+    }
+
+    /// Resolves when a message is handed over.
+    pub async fn arrived(&self) {
+        self.arrived.notified().await
     }
 }
 
@@ -217,6 +310,11 @@ impl Store {
     pub fn seal_message(&self, message: &NewMessage) -> StoreResult<SealedMessage> {
         Ok(SealedMessage::seal(self.master()?, message))
     }
+
+    /// Where this process's delivery worker takes the messages handed to it.
+    pub fn local_outbox(&self) -> &LocalOutbox {
+        &self.local_outbox
+    }
 }
 
 /// A message ready to queue: its subject and body sealed under a random key of its own.
@@ -224,6 +322,8 @@ impl Store {
 pub struct SealedMessage {
     message: NewMessage,
     seal_key: String,
+    /// As written, for a worker it is handed to in memory.
+    plain: NewMessage,
 }
 
 impl SealedMessage {
@@ -237,6 +337,7 @@ impl SealedMessage {
                 ..message.clone()
             },
             seal_key,
+            plain: message.clone(),
         }
     }
 }

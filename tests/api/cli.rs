@@ -3,6 +3,7 @@
 use crate::helpers::*;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 fn portcullis() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
@@ -923,4 +924,63 @@ async fn operator_token_create_turns_the_operator_api_on() {
             .iter()
             .any(|p| p.project_id == app.project.project_id)
     );
+}
+
+/// A process killed (-9) while its worker sends a message that was handed to it in memory
+/// (queued already leased to that worker, never leased through the database): the next
+/// process on the database sends it, once, when the lease runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_handed_to_a_killed_process_goes_out_from_the_next_one() {
+    // An SMTP server that takes connections and never answers: the send hangs.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let smtp_port = silent.local_addr().unwrap().port();
+    let (connected, mut smtp_reached) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+            let _ = connected.try_send(());
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().to_path_buf();
+    let url = format!("sqlite://{}", folder.join("portcullis.db").display());
+    let port = free_port();
+    let mut child = portcullis()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--database-url", &url])
+        .env(
+            "PORTCULLIS_SMTP_URL",
+            format!("smtp://127.0.0.1:{smtp_port}"),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let project = first_start_project(child.stdout.take().unwrap());
+    let answer = reqwest::get(format!(
+        "http://127.0.0.1:{port}/api/authenticate?name=handed%40example.com&token={}",
+        project["app_token"]
+    ))
+    .await
+    .unwrap();
+    assert_eq!(answer.status(), 200);
+    tokio::time::timeout(Duration::from_secs(10), smtp_reached.recv())
+        .await
+        .expect("the worker tries to send the message");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let next = spawn_app_on(TestDatabase::sqlite_in(dir, &folder), |_| {}).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while next.mails_to("handed@example.com").is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mails = next.mails_to("handed@example.com");
+    assert!(
+        mails.first().and_then(|mail| code_in(mail)).is_some(),
+        "the code went out from the next process"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(next.mails_to("handed@example.com").len(), 1, "once");
 }
