@@ -14,12 +14,11 @@
 //! Past [`HARD_PAGES`] the writer waits for the copier and copies the rest: the log stays
 //! bounded even when the copier cannot keep up or cannot open the database.
 
-use libsqlite3_sys as ffi;
 use std::ffi::{CString, c_int};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use super::sqlite_writer::{SqliteError, open};
+use super::sqlite_writer::Connection;
 
 /// The copier is woken each time the log grows by this many pages (4 KiB each); SQLite's
 /// own automatic checkpoint runs at the same figure.
@@ -121,14 +120,16 @@ impl Log {
         !wake.stopped
     }
 
-    fn copy_until_stopped(&self, path: &CString) {
-        let mut connection: Option<CopierConnection> = None;
+    fn copy_until_stopped(self: &Arc<Log>, path: &CString) {
+        // A connection like the writer's (it never commits, so its WAL hook stays quiet).
+        // Opening it reads the database, without which it would not know the log.
+        let mut connection: Option<Connection> = None;
         while self.wait_for_work() {
             let _copying = self.hold(true);
-            let db = match &connection {
-                Some(open) => open.0,
-                None => match CopierConnection::open(path) {
-                    Ok(opened) => connection.insert(opened).0,
+            let open = match &mut connection {
+                Some(open) => open,
+                None => match Connection::open(path, self) {
+                    Ok(opened) => connection.insert(opened),
                     Err(error) => {
                         tracing::warn!(%error, "cannot open the database to copy its log");
                         continue;
@@ -136,7 +137,7 @@ impl Log {
                 },
             };
             for _ in 0..CATCH_UP_PASSES {
-                let copied = match checkpoint(db) {
+                let copied = match open.checkpoint() {
                     Ok(copied) => copied,
                     Err(error) => {
                         tracing::warn!(%error, "copying the database's log failed");
@@ -152,58 +153,5 @@ impl Log {
                 self.tail_only.store(true, Ordering::Relaxed);
             }
         }
-    }
-}
-
-/// Copies what the log holds beyond what was copied already (PASSIVE: neither readers
-/// nor the writer wait for it); returns how many of the log's pages are copied now.
-/// Blocks on the disk.
-pub(super) fn checkpoint(db: *mut ffi::sqlite3) -> Result<c_int, SqliteError> {
-    let (mut in_log, mut copied) = (0, 0);
-    let rc = unsafe {
-        ffi::sqlite3_wal_checkpoint_v2(
-            db,
-            std::ptr::null(),
-            ffi::SQLITE_CHECKPOINT_PASSIVE,
-            &mut in_log,
-            &mut copied,
-        )
-    };
-    match rc {
-        ffi::SQLITE_OK => Ok(copied),
-        // Another process checkpoints: it copies for us.
-        rc if rc & 0xff == ffi::SQLITE_BUSY => Ok(0),
-        _ => Err(SqliteError::last(db)),
-    }
-}
-
-/// The copier's connection, closed when dropped.
-struct CopierConnection(*mut ffi::sqlite3);
-
-impl CopierConnection {
-    fn open(path: &CString) -> Result<CopierConnection, SqliteError> {
-        let connection = CopierConnection(open(path)?);
-        // A connection learns that the database is in WAL mode, and finds its log, when
-        // it first reads; until then a checkpoint does nothing.
-        let sql = c"SELECT count(*) FROM sqlite_master";
-        let rc = unsafe {
-            ffi::sqlite3_exec(
-                connection.0,
-                sql.as_ptr(),
-                None,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-            )
-        };
-        match rc {
-            ffi::SQLITE_OK => Ok(connection),
-            _ => Err(SqliteError::last(connection.0)),
-        }
-    }
-}
-
-impl Drop for CopierConnection {
-    fn drop(&mut self) {
-        unsafe { ffi::sqlite3_close(self.0) };
     }
 }

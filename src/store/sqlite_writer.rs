@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-use super::sqlite_log::{self, Log};
+use super::sqlite_log::Log;
 
 /// Prepared statements kept per connection; past this the cache starts over (the store's
 /// SQL is a fixed set, but some statements carry one placeholder per value).
@@ -366,7 +366,9 @@ async fn copy_log_if_due(
     match tokio::task::spawn_blocking(move || {
         // Busy copier, no hurry: the copier says when to try again.
         if let (Some(_copying), Some(connection)) = (log.hold(wait), &mut state.connection) {
-            connection.checkpoint();
+            if let Err(error) = connection.checkpoint() {
+                tracing::warn!(%error, "copying the database's log failed");
+            }
         }
         state
     })
@@ -484,7 +486,7 @@ impl Drop for Transaction {
 
 /// A native connection and its prepared statements. Used by one thread at a time (the
 /// writer's mutex), so SQLite's own mutexes are off.
-struct Connection {
+pub(super) struct Connection {
     db: *mut ffi::sqlite3,
     statements: HashMap<String, Statement>,
     /// Set after an error that leaves the connection unusable (I/O, corruption).
@@ -506,7 +508,7 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    fn open(path: &CStr, log: &Arc<Log>) -> Result<Connection, SqliteError> {
+    pub(super) fn open(path: &CStr, log: &Arc<Log>) -> Result<Connection, SqliteError> {
         let db = open(path)?;
         let mut connection = Connection {
             db,
@@ -532,9 +534,25 @@ impl Connection {
 
     /// Copies what is left of the log into the database file. Blocks on the disk: run it
     /// on a blocking thread.
-    fn checkpoint(&mut self) {
-        if let Err(error) = sqlite_log::checkpoint(self.db) {
-            tracing::warn!(%error, "copying the database's log failed");
+    /// Copies what the log holds beyond what was copied already (PASSIVE: neither readers
+    /// nor the writer wait for it); returns how many of the log's pages are copied now.
+    /// Blocks on the disk: run it on a thread that may block.
+    pub(super) fn checkpoint(&mut self) -> Result<c_int, SqliteError> {
+        let (mut in_log, mut copied) = (0, 0);
+        let rc = unsafe {
+            ffi::sqlite3_wal_checkpoint_v2(
+                self.db,
+                std::ptr::null(),
+                ffi::SQLITE_CHECKPOINT_PASSIVE,
+                &mut in_log,
+                &mut copied,
+            )
+        };
+        match rc {
+            ffi::SQLITE_OK => Ok(copied),
+            // Another process checkpoints: it copies for us.
+            rc if rc & 0xff == ffi::SQLITE_BUSY => Ok(0),
+            _ => Err(SqliteError::last(self.db)),
         }
     }
 
@@ -605,7 +623,7 @@ impl Drop for Connection {
     }
 }
 
-pub(super) fn open(path: &CStr) -> Result<*mut ffi::sqlite3, SqliteError> {
+fn open(path: &CStr) -> Result<*mut ffi::sqlite3, SqliteError> {
     let mut db = std::ptr::null_mut();
     let flags = ffi::SQLITE_OPEN_READWRITE | ffi::SQLITE_OPEN_CREATE | ffi::SQLITE_OPEN_NOMUTEX;
     let rc = unsafe { ffi::sqlite3_open_v2(path.as_ptr(), &mut db, flags, std::ptr::null()) };
@@ -871,7 +889,7 @@ impl SqliteError {
         SqliteError { code, message }
     }
 
-    pub(super) fn last(db: *mut ffi::sqlite3) -> SqliteError {
+    fn last(db: *mut ffi::sqlite3) -> SqliteError {
         let (code, message) = unsafe {
             (
                 ffi::sqlite3_extended_errcode(db),
@@ -1097,7 +1115,7 @@ mod tests {
         let log = std::fs::metadata(dir.path().join("db.sqlite-wal"))
             .unwrap()
             .len();
-        let bound = (sqlite_log::HARD_PAGES as u64 + 1000) * 4096;
+        let bound = (crate::store::sqlite_log::HARD_PAGES as u64 + 1000) * 4096;
         assert!(log < bound, "the log holds {} MiB", log >> 20);
     }
 
@@ -1107,7 +1125,7 @@ mod tests {
         // Three or more pages of log a row: past the copier's threshold, well short of
         // the writer's own.
         let page = "x".repeat(4000);
-        let rows = sqlite_log::COPY_PAGES as usize * 2 / 5;
+        let rows = crate::store::sqlite_log::COPY_PAGES as usize * 2 / 5;
         for n in 0..rows {
             let mut tx = writer.begin().await.unwrap();
             insert(&mut tx, &format!("{n}{page}")).unwrap();
