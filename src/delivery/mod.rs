@@ -209,27 +209,20 @@ pub async fn run_worker(
         // What finished since the last turn (and, after a database error, what could not
         // be recorded then: again each turn, before its lease runs out).
         record_delivered(&store, &owner, &clock, &mut delivered).await;
-        // Messages this process queued, leased to this worker already; a quarter of the
-        // slots stays for the database's (retries, other processes' messages).
+        // First the messages this process queued, leased to this worker already (sent
+        // only well within their lease: past that, another worker may have them); a
+        // quarter of the slots stays for the database's (retries, other processes').
         let now = clock.now();
         let room = config.in_flight.saturating_sub(sending.len());
-        for message in local.take(room - room / 4) {
-            // Sent only well within its lease: past that, another worker may have it.
-            if message.next_attempt_at - now >= lease_seconds / 2 {
-                sending.spawn(send_leased(
-                    store.clone(),
-                    deliverer.clone(),
-                    clock.clone(),
-                    config.clone(),
-                    owner.clone(),
-                    message,
-                ));
-            }
-        }
-        let room = config.in_flight.saturating_sub(sending.len());
+        let mut ready: Vec<_> = local
+            .take(room - room / 4)
+            .into_iter()
+            .filter(|message| message.next_attempt_at - now >= lease_seconds / 2)
+            .collect();
+        let room = room - ready.len();
         if room > 0 {
             match store
-                .lease_due_messages(clock.now(), lease_seconds, room as i64, &owner)
+                .lease_due_messages(now, lease_seconds, room as i64, &owner)
                 .await
             {
                 Ok(leased) => {
@@ -238,16 +231,7 @@ pub async fn run_worker(
                         let (id, attempts) = (message.id, message.attempts);
                         record_failure(&store, &owner, &clock, id, attempts, &message.error).await;
                     }
-                    for message in leased.ready {
-                        sending.spawn(send_leased(
-                            store.clone(),
-                            deliverer.clone(),
-                            clock.clone(),
-                            config.clone(),
-                            owner.clone(),
-                            message,
-                        ));
-                    }
+                    ready.extend(leased.ready);
                 }
                 // An unreachable database is reported by health; anything else is a bug to see.
                 Err(error @ crate::store::StoreError::Unavailable(_)) => {
@@ -255,6 +239,16 @@ pub async fn run_worker(
                 }
                 Err(error) => tracing::error!(%error, "outbox poll failed"),
             }
+        }
+        for message in ready {
+            sending.spawn(send_leased(
+                store.clone(),
+                deliverer.clone(),
+                clock.clone(),
+                config.clone(),
+                owner.clone(),
+                message,
+            ));
         }
         tokio::select! {
             _ = &mut shutdown => break,
