@@ -78,18 +78,20 @@ impl Auth {
     ) -> Result<Authenticated> {
         let now = self.now();
         let code = self.prepare_login_code(project, name, now)?;
-        let new_user = NewUser::new(&project.id, Some(name.as_str()), now, None);
         let mut tx = self.store().begin().await?;
         let sending = self
             .check_code_sending(&mut tx, name.as_str(), client, now)
             .await?;
         let (user, registration) = match tx.user_by_name(&project.id, name.as_str()).await? {
             Some(user) => (user, false),
-            None => match tx.insert_user(&new_user).await? {
-                Some(user) => (user, true),
-                // A concurrent request registered the same name first.
-                None => (existing_user(&mut tx, project, name).await?, false),
-            },
+            None => {
+                let new_user = NewUser::new(&project.id, Some(name.as_str()), now, None);
+                match tx.insert_user(&new_user).await? {
+                    Some(user) => (user, true),
+                    // A concurrent request registered the same name first.
+                    None => (existing_user(&mut tx, project, name).await?, false),
+                }
+            }
         };
         let code_token = self
             .send_login_code(&mut tx, project, user.id, code, sending)
