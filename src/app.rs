@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
-use crate::delivery::{self, Deliverer, MailTransport, OutboxSignal, WebhookClient};
+use crate::delivery::{self, Deliverer, MailTransport, WebhookClient};
 use crate::domain::MasterKey;
 use crate::domain::{Clock, CodeKey};
 use crate::grpc;
@@ -39,7 +39,6 @@ pub struct Application {
     auth: Auth,
     clock: Clock,
     deliverer: Deliverer,
-    outbox: OutboxSignal,
     default_project: Option<CreatedProject>,
 }
 
@@ -196,7 +195,6 @@ pub async fn build_auth(
     settings: &Settings,
     public_url: String,
     clock: &Clock,
-    outbox: OutboxSignal,
 ) -> anyhow::Result<Auth> {
     let random_key = || {
         let mut secret = vec![0u8; 32];
@@ -226,7 +224,6 @@ pub async fn build_auth(
         keys,
         CodeKey::new(code_secret),
         user_tokens,
-        outbox,
         settings.policy.clone(),
     ))
 }
@@ -256,9 +253,8 @@ impl Application {
         let store = open_store(&settings)
             .await?
             .with_session_cache(settings.session_cache);
-        let outbox = OutboxSignal::default();
         let public_url = settings.public_url_for(&address.to_string());
-        let auth = build_auth(&store, &settings, public_url, &clock, outbox.clone()).await?;
+        let auth = build_auth(&store, &settings, public_url, &clock).await?;
         let default_project = auth
             .ensure_default_project(settings.owner.as_deref())
             .await?;
@@ -288,7 +284,6 @@ impl Application {
             auth,
             clock,
             deliverer,
-            outbox,
             default_project,
         })
     }
@@ -378,7 +373,6 @@ impl Application {
             self.store.clone(),
             self.deliverer.clone(),
             self.clock.clone(),
-            self.outbox.clone(),
             self.settings.delivery.clone(),
             stopped(),
         ));

@@ -1,7 +1,6 @@
 //! The `portcullis` binary: `serve` (default), `migrate`, `project create`.
 
 use portcullis::app::{Application, build_auth, migrate, open_store};
-use portcullis::delivery::OutboxSignal;
 use portcullis::domain::Clock;
 use portcullis::settings::{Cli, Command, KeysCommand, OperatorTokenCommand, ProjectCommand};
 use tracing_subscriber::EnvFilter;
@@ -214,14 +213,7 @@ async fn offline_auth(
 ) -> anyhow::Result<portcullis::service::Auth> {
     let store = open_store(settings).await?;
     let public_url = settings.public_url_for(&settings.listen);
-    build_auth(
-        &store,
-        settings,
-        public_url,
-        &Clock::default(),
-        OutboxSignal::default(),
-    )
-    .await
+    build_auth(&store, settings, public_url, &Clock::default()).await
 }
 
 async fn serve(settings: portcullis::Settings) -> anyhow::Result<()> {

@@ -5,10 +5,8 @@
 mod mail;
 mod sms;
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio::sync::Notify;
 
 use crate::domain::Clock;
 use crate::store::{Channel, OutboxMessage, Store};
@@ -23,7 +21,9 @@ pub struct Deliverer {
     /// The service-wide SMS webhook; a project's own webhook takes precedence.
     sms: Option<SmsWebhook>,
     webhooks: WebhookClient,
-    /// Where texts go while no SMS webhook is configured, and mails in folder mode.
+    /// The outbox folder: texts while no SMS webhook is configured, mails while no SMTP
+    /// server is.
+    folder: FolderWriter,
     outbox_dir: PathBuf,
     default_sender: String,
     /// Domains projects may send from (`--mail-sender-domains`).
@@ -43,6 +43,7 @@ impl Deliverer {
             mail,
             sms,
             webhooks,
+            folder: FolderWriter::start(outbox_dir.clone()),
             outbox_dir,
             default_sender,
             sender_domains,
@@ -117,23 +118,72 @@ impl Deliverer {
                 }
             })
             .collect();
-        let folder = self.outbox_dir.clone();
-        let path = folder.join(format!("{:010}-{recipient}.{extension}", message.id));
-        let bytes = bytes.to_vec();
-        // One trip to a blocking thread for the whole write (tokio::fs makes one per call).
-        tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&folder)
-                .map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
-            // Write then rename, so a reader never sees half a message.
-            let partial = path.with_extension("partial");
-            std::fs::write(&partial, bytes)
-                .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
-            std::fs::rename(&partial, &path)
-                .map_err(|e| format!("cannot rename {}: {e}", path.display()))
-        })
-        .await
-        .map_err(|e| format!("the outbox write stopped: {e}"))?
+        let name = format!("{:010}-{recipient}.{extension}", message.id);
+        self.folder.write(name, bytes.to_vec()).await
     }
+}
+
+/// Writes the outbox folder's files one after another on a thread of its own: files
+/// created at the same time in one folder wait for its lock (on ext4 the waiters spin,
+/// burning the CPU that logins need), and a blocking-pool trip per file cost more than
+/// the write itself.
+#[derive(Clone)]
+struct FolderWriter {
+    files: std::sync::mpsc::Sender<FileToWrite>,
+}
+
+struct FileToWrite {
+    name: String,
+    bytes: Vec<u8>,
+    written: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+impl FolderWriter {
+    /// The thread ends when the last clone is dropped.
+    fn start(folder: PathBuf) -> FolderWriter {
+        let (files, queue) = std::sync::mpsc::channel::<FileToWrite>();
+        std::thread::Builder::new()
+            .name("outbox-folder".into())
+            .spawn(move || {
+                for file in queue {
+                    let outcome = write_whole_file(&folder, &file.name, &file.bytes);
+                    // The sender may have stopped waiting (shutdown): the file is there anyway.
+                    let _ = file.written.send(outcome);
+                }
+            })
+            .expect("cannot start the outbox folder's thread");
+        FolderWriter { files }
+    }
+
+    async fn write(&self, name: String, bytes: Vec<u8>) -> Result<(), String> {
+        let (written, outcome) = tokio::sync::oneshot::channel();
+        let stopped = || "the outbox folder's thread stopped".to_owned();
+        self.files
+            .send(FileToWrite {
+                name,
+                bytes,
+                written,
+            })
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
+}
+
+/// Writes `name` in `folder` (made if missing) under another name first, then renames
+/// it, so a reader never sees half a message.
+fn write_whole_file(folder: &Path, name: &str, bytes: &[u8]) -> Result<(), String> {
+    let path = folder.join(name);
+    let partial = path.with_extension("partial");
+    let written = match std::fs::write(&partial, bytes) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(folder)
+                .map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
+            std::fs::write(&partial, bytes)
+        }
+        written => written,
+    };
+    written.map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+    std::fs::rename(&partial, &path).map_err(|e| format!("cannot rename {}: {e}", path.display()))
 }
 
 /// The same Message-ID every time a message (an outbox row) is sent: delivery is at least
@@ -147,16 +197,6 @@ fn message_id(message: &OutboxMessage, server_sender: &str) -> String {
         .trim_end_matches('>')
         .trim();
     format!("<outbox.{}.{}@{domain}>", message.id, message.created_at)
-}
-
-/// Wakes the worker as soon as a message is queued, instead of at its next tick.
-#[derive(Clone, Default)]
-pub struct OutboxSignal(Arc<Notify>);
-
-impl OutboxSignal {
-    pub fn notify(&self) {
-        self.0.notify_one();
-    }
 }
 
 /// Seconds before the next try after `attempts` failures: 5 s doubling, at most an hour.
@@ -184,16 +224,25 @@ impl Default for WorkerConfig {
     }
 }
 
+/// How often the worker looks in the database for messages due (retries, other
+/// processes', ones queued while it was busy). Those this process queues it is handed in
+/// memory, and told of the rest (see [`crate::store::LocalOutbox`]).
+const POLL_EVERY: Duration = Duration::from_secs(1);
+
+/// Deliveries wait at most this long to be recorded together (while others are in
+/// flight; the last one is recorded at once).
+const RECORD_EVERY: Duration = Duration::from_millis(50);
+
 /// Runs until `shutdown` resolves, sending what is due; then lets the sends in flight end.
 /// Deliveries that finish together are recorded together, in one statement.
 pub async fn run_worker(
     store: Store,
     deliverer: Deliverer,
     clock: Clock,
-    signal: OutboxSignal,
     config: WorkerConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    use tokio::time::{Instant, sleep_until};
     // This worker's name on its leases: a restarted process is a new owner.
     let owner = uuid::Uuid::new_v4().to_string();
     let lease_seconds = config.lease.as_secs().max(1) as i64;
@@ -204,11 +253,18 @@ pub async fn run_worker(
     }
     let mut sending = tokio::task::JoinSet::new();
     let mut delivered = Vec::new();
+    let mut record_at = Instant::now();
+    let (mut poll_now, mut next_poll) = (true, Instant::now());
     tokio::pin!(shutdown);
     loop {
-        // What finished since the last turn (and, after a database error, what could not
-        // be recorded then: again each turn, before its lease runs out).
-        record_delivered(&store, &owner, &clock, &mut delivered).await;
+        // What finished (and, after a database error, what could not be recorded then:
+        // again before its lease runs out).
+        if !delivered.is_empty()
+            && (sending.is_empty() || Instant::now() >= record_at)
+            && !record_delivered(&store, &owner, &clock, &mut delivered).await
+        {
+            record_at = Instant::now() + POLL_EVERY;
+        }
         // First the messages this process queued, leased to this worker already (sent
         // only well within their lease: past that, another worker may have them); a
         // quarter of the slots stays for the database's (retries, other processes').
@@ -220,12 +276,15 @@ pub async fn run_worker(
             .filter(|message| message.next_attempt_at - now >= lease_seconds / 2)
             .collect();
         let room = room - ready.len();
-        if room > 0 {
+        if room > 0 && (poll_now || Instant::now() >= next_poll) {
+            (poll_now, next_poll) = (false, Instant::now() + POLL_EVERY);
             match store
                 .lease_due_messages(now, lease_seconds, room as i64, &owner)
                 .await
             {
                 Ok(leased) => {
+                    // A full batch: more may be due.
+                    poll_now = leased.ready.len() + leased.unreadable.len() == room;
                     for message in leased.unreadable {
                         tracing::error!(id = message.id, error = %message.error, "an outbox message does not open");
                         let (id, attempts) = (message.id, message.attempts);
@@ -250,17 +309,22 @@ pub async fn run_worker(
                 message,
             ));
         }
+        let has_room = sending.len() < config.in_flight;
         tokio::select! {
             _ = &mut shutdown => break,
             Some(done) = sending.join_next(), if !sending.is_empty() => {
+                if delivered.is_empty() {
+                    record_at = Instant::now() + RECORD_EVERY;
+                }
                 delivered.extend(done.ok().flatten());
                 while let Some(done) = sending.try_join_next() {
                     delivered.extend(done.ok().flatten());
                 }
             }
-            _ = signal.0.notified() => {}
             _ = local.arrived() => {}
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = local.queued_unleased() => poll_now = true,
+            _ = sleep_until(next_poll), if has_room => {}
+            _ = sleep_until(record_at), if !delivered.is_empty() => {}
         }
     }
     local.detach();
@@ -270,11 +334,16 @@ pub async fn run_worker(
     record_delivered(&store, &owner, &clock, &mut delivered).await;
 }
 
-/// Marks these messages sent; on a database error they stay in `delivered` for the
-/// worker's next turn (should their leases run out first, they go again: at least once).
-async fn record_delivered(store: &Store, owner: &str, clock: &Clock, delivered: &mut Vec<i64>) {
+/// Marks these messages sent; on a database error (false) they stay in `delivered` for
+/// a later turn (should their leases run out first, they go again: at least once).
+async fn record_delivered(
+    store: &Store,
+    owner: &str,
+    clock: &Clock,
+    delivered: &mut Vec<i64>,
+) -> bool {
     if delivered.is_empty() {
-        return;
+        return true;
     }
     match store
         .mark_messages_sent(delivered, owner, clock.now())
@@ -285,8 +354,12 @@ async fn record_delivered(store: &Store, owner: &str, clock: &Clock, delivered: 
                 tracing::warn!(id, "sent after the lease was lost: may go twice");
             }
             delivered.clear();
+            true
         }
-        Err(error) => tracing::warn!(%error, "could not record deliveries"),
+        Err(error) => {
+            tracing::warn!(%error, "could not record deliveries");
+            false
+        }
     }
 }
 

@@ -97,7 +97,6 @@ impl Auth {
             .send_login_code(&mut tx, project, user.id, code, sending)
             .await?;
         tx.commit().await?;
-        self.inner.outbox.notify();
         Ok(Authenticated::CodeSent {
             code_token,
             registration,
@@ -172,7 +171,6 @@ impl Auth {
             .send_login_code(&mut tx, &project, user.id, code, sending)
             .await?;
         tx.commit().await?;
-        self.inner.outbox.notify();
         Ok(code_token)
     }
 
@@ -222,7 +220,6 @@ impl Auth {
         tx.enqueue_message(&self.code_message(&project, &name, &code, &link, sending.paused, now))
             .await?;
         tx.commit().await?;
-        self.inner.outbox.notify();
         Ok(())
     }
 

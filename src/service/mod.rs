@@ -18,7 +18,6 @@ mod users;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::delivery::OutboxSignal;
 use crate::domain::UserTokenKey;
 use crate::domain::{
     Clock, CodeKey, MAX_TOKEN_LEN, Name, PasswordHasher, TokenHash, TokenKind, TrustedProxies,
@@ -126,7 +125,6 @@ struct Inner {
     code_key: CodeKey,
     /// Tags new USER_TOKENs and judges presented ones before any lookup.
     user_tokens: UserTokenKey,
-    outbox: OutboxSignal,
     policy: Policy,
     hasher: PasswordHasher,
 }
@@ -138,7 +136,6 @@ impl Auth {
         keys: JwtKeys,
         code_key: CodeKey,
         user_tokens: UserTokenKey,
-        outbox: OutboxSignal,
         policy: Policy,
     ) -> Auth {
         let hasher = PasswordHasher::new(policy.password_hashing_concurrency);
@@ -149,7 +146,6 @@ impl Auth {
                 keys,
                 code_key,
                 user_tokens,
-                outbox,
                 policy,
                 hasher,
             }),

@@ -109,7 +109,6 @@ impl Auth {
                             .await?;
                     }
                     tx.commit().await?;
-                    self.inner.outbox.notify();
                     return Ok(());
                 }
                 // A concurrent registration of the same email won.
@@ -132,7 +131,6 @@ impl Auth {
                     .await?;
             }
             tx.commit().await?;
-            self.inner.outbox.notify();
             return Ok(());
         }
         // Registering again before confirming: a new confirmation link, not a warning.
@@ -147,7 +145,6 @@ impl Auth {
                 self.mail_email_verification(&mut tx, &project, existing.user.id, &email, now)
                     .await?;
                 tx.commit().await?;
-                self.inner.outbox.notify();
             }
             return Ok(());
         }
@@ -165,7 +162,6 @@ impl Auth {
             tx.enqueue_message(&existing_account_message(&project, &email, now))
                 .await?;
             tx.commit().await?;
-            self.inner.outbox.notify();
         }
         Ok(())
     }
@@ -330,7 +326,6 @@ impl Auth {
                     .await?;
                 tx.enqueue_message(&message).await?;
                 tx.commit().await?;
-                self.inner.outbox.notify();
             }
             account => {
                 if account.is_some() {

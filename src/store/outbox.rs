@@ -96,41 +96,43 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Records deliveries by the leases' owner, in one statement; returns the ids whose
-    /// lease was lost meanwhile (another worker may send those again).
+    /// Records deliveries by the leases' owner, a statement per up to
+    /// [`MARK_SENT_BATCH`]; returns the ids whose lease was lost meanwhile (another worker
+    /// may send those again).
     pub async fn mark_messages_sent(
         &self,
         ids: &[i64],
         owner: &str,
         now: i64,
     ) -> StoreResult<Vec<i64>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
+        let mut recorded = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(MARK_SENT_BATCH) {
+            // Placeholders rounded up to a power of two (the last id repeated), so a few
+            // statements, prepared once, serve every batch size.
+            let placeholders = batch.len().next_power_of_two();
+            let list: Vec<String> = (0..placeholders).map(|i| format!("${}", i + 3)).collect();
+            // A delivered message keeps no subject or body: a copy of the database must
+            // not hold live codes and links.
+            let sql = format!(
+                "UPDATE outbox SET sent_at = $1, attempts = attempts + 1, last_error = NULL,
+                   subject = '', body = '', lease_owner = NULL
+                 WHERE lease_owner = $2 AND sent_at IS NULL AND id IN ({})
+                 RETURNING id",
+                list.join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(now).bind(owner);
+            for i in 0..placeholders {
+                query = query.bind(batch[i.min(batch.len() - 1)]);
+            }
+            for row in query.fetch_all(&self.writer).await? {
+                recorded.push(row.try_get::<i64, _>("id")?);
+            }
         }
-        let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 3)).collect();
-        // A delivered message keeps no subject or body: a copy of the database must not
-        // hold live codes and links.
-        let sql = format!(
-            "UPDATE outbox SET sent_at = $1, attempts = attempts + 1, last_error = NULL,
-               subject = '', body = '', lease_owner = NULL
-             WHERE lease_owner = $2 AND sent_at IS NULL AND id IN ({})
-             RETURNING id",
-            placeholders.join(", ")
-        );
-        let mut query = sqlx::query(&sql).bind(now).bind(owner);
-        for id in ids {
-            query = query.bind(*id);
-        }
-        let recorded: Vec<i64> = query
-            .fetch_all(&self.writer)
-            .await?
-            .iter()
-            .map(|row| row.try_get("id"))
-            .collect::<Result<_, _>>()?;
+        recorded.sort_unstable();
         Ok(ids
             .iter()
             .copied()
-            .filter(|id| !recorded.contains(id))
+            .filter(|id| recorded.binary_search(id).is_err())
             .collect())
     }
 
@@ -155,6 +157,9 @@ impl Store {
         Ok(())
     }
 }
+
+/// Most deliveries one statement records.
+const MARK_SENT_BATCH: usize = 256;
 
 impl Tx {
     /// What the limits on sending a code to `recipient` count, in one read: messages to
@@ -235,6 +240,11 @@ impl Tx {
             let local = self.local_outbox.clone();
             self.on_commit
                 .push(Box::new(move || local.hand_over(leased)));
+        } else {
+            // For the worker's next database poll, rather than its next tick.
+            let local = self.local_outbox.clone();
+            self.on_commit
+                .push(Box::new(move || local.queued.notify_one()));
         }
         Ok(())
     }
@@ -251,6 +261,8 @@ pub struct LocalOutbox {
     worker: Mutex<Option<LocalClaim>>,
     handed: Mutex<VecDeque<OutboxMessage>>,
     arrived: tokio::sync::Notify,
+    /// A message was queued unleased: the worker finds it in the database.
+    queued: tokio::sync::Notify,
 }
 
 #[derive(Clone, Debug)]
@@ -303,6 +315,12 @@ impl LocalOutbox {
     pub async fn arrived(&self) {
         self.arrived.notified().await
     }
+
+    /// Resolves when this process queued a message unleased (no worker, or one too far
+    /// behind): it waits in the database.
+    pub async fn queued_unleased(&self) {
+        self.queued.notified().await
+    }
 }
 
 impl Store {
@@ -339,5 +357,70 @@ impl SealedMessage {
             seal_key,
             plain: message.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::MasterKey;
+
+    async fn store_in(dir: &tempfile::TempDir) -> Store {
+        let url = format!("sqlite://{}", dir.path().join("outbox.db").display());
+        let mut store = Store::connect(&url).expect("store");
+        store.migrate().await.expect("migrations");
+        store
+            .adopt_master_key(MasterKey::generate())
+            .await
+            .expect("master key");
+        store
+    }
+
+    fn mail(n: usize) -> NewMessage {
+        NewMessage {
+            project_id: None,
+            channel: Channel::Email,
+            recipient: format!("r{n}@example.com"),
+            subject: "Your code".into(),
+            body: format!("code {n}"),
+            sender: None,
+            created_at: 1_000,
+        }
+    }
+
+    /// A backlog of deliveries (recorded late, after the database was away) is recorded
+    /// whatever its size: in several statements, each with a padded list of ids. Only the
+    /// owner's leases count; anything else is reported as lost.
+    #[tokio::test]
+    async fn deliveries_of_any_number_are_recorded_and_only_the_owners() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(&dir).await;
+        let mut tx = store.begin().await.unwrap();
+        for n in 0..300 {
+            tx.enqueue_message(&mail(n)).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        let mine = store
+            .lease_due_messages(1_000, 10, 299, "me")
+            .await
+            .unwrap();
+        let theirs = store
+            .lease_due_messages(1_000, 10, 1, "them")
+            .await
+            .unwrap();
+        assert_eq!((mine.ready.len(), theirs.ready.len()), (299, 1));
+
+        let mut ids: Vec<i64> = mine.ready.iter().map(|m| m.id).collect();
+        let other = theirs.ready[0].id;
+        ids.push(other);
+        let lost = store.mark_messages_sent(&ids, "me", 1_001).await.unwrap();
+        assert_eq!(lost, vec![other], "another owner's message is not recorded");
+        assert_eq!(store.outbox_backlog().await.unwrap().0, 1);
+        // Recorded once: a second time finds nothing leased any more.
+        let again = store
+            .mark_messages_sent(&ids[..3], "me", 1_002)
+            .await
+            .unwrap();
+        assert_eq!(again, ids[..3].to_vec());
     }
 }

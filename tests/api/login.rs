@@ -312,3 +312,15 @@ async fn on_postgres_a_logout_reaches_the_other_replicas_at_once() {
     }
     assert_eq!(second.authorize(login.token()).await.role(), Role::Public);
 }
+
+/// The outbox folder removed while the service runs (tidying up a first start's mail) is
+/// made again for the next message.
+#[tokio::test]
+async fn the_outbox_folder_removed_while_serving_is_made_again() {
+    let app = spawn_app(Backend::Sqlite).await;
+    app.log_in("first@example.com").await;
+    std::fs::remove_dir_all(&app.outbox).unwrap();
+    app.authenticate("ada@example.com").await.unwrap();
+    let code = app.wait_for_code("ada@example.com", 1).await;
+    assert_eq!(code.len(), 4);
+}
