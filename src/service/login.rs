@@ -79,6 +79,7 @@ impl Auth {
         let now = self.now();
         let code = self.prepare_login_code(project, name, now)?;
         let mut tx = self.store().begin().await?;
+        confirm_app_token(&mut tx, project).await?;
         let sending = self
             .check_code_sending(&mut tx, name.as_str(), client, now)
             .await?;
@@ -111,6 +112,7 @@ impl Auth {
         }
         let now = self.now();
         let mut tx = self.store().begin().await?;
+        confirm_app_token(&mut tx, project).await?;
         let user = tx
             .insert_user(&NewUser::new(&project.id, None, now, None))
             .await?
@@ -523,4 +525,14 @@ fn code_token_hash(code_token: &str) -> Result<TokenHash> {
         return Err(Error::NotFound("unknown code token".into()));
     }
     Ok(TokenHash::of(token))
+}
+
+/// The app token that named `project` is still its own, checked in the transaction that
+/// acts on it (see [`Tx::app_token_is_current`]): a rotated token stops at once.
+async fn confirm_app_token(tx: &mut Tx, project: &ProjectRecord) -> Result<()> {
+    if tx.app_token_is_current(project).await? {
+        Ok(())
+    } else {
+        Err(Error::unauthenticated("unknown app token"))
+    }
 }

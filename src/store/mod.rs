@@ -11,6 +11,7 @@ mod logins;
 mod migrations;
 mod outbox;
 mod passwords;
+mod project_cache;
 mod projects;
 mod records;
 mod recovery;
@@ -31,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use executor::{TxConnection, Writer};
+use project_cache::ProjectCache;
 use session_cache::SessionCache;
 
 use crate::domain::{MasterKey, SealError};
@@ -165,6 +167,7 @@ pub struct Store {
     writer: Writer,
     backend: Backend,
     sessions: Arc<SessionCache>,
+    projects: Arc<ProjectCache>,
     /// Seals secrets at rest; set once the key is checked against the database.
     master: Option<Arc<MasterKey>>,
     /// Messages handed to this process's delivery worker in memory.
@@ -219,6 +222,7 @@ impl Store {
             writer,
             backend,
             sessions: Arc::new(SessionCache::new(Duration::ZERO, 0)),
+            projects: Arc::default(),
             local_outbox: Arc::default(),
             master: None,
             url: Arc::new(SecretString::from(url)),
@@ -327,6 +331,8 @@ impl Store {
             _span: span,
             sessions: self.sessions.clone(),
             revoked: Revoked::Nobody,
+            projects: self.projects.clone(),
+            projects_changed: false,
             local_outbox: self.local_outbox.clone(),
             on_commit: Vec::new(),
             backend: self.backend,
@@ -432,6 +438,9 @@ pub struct Tx {
     sessions: Arc<SessionCache>,
     /// Whose cached sessions writes of this transaction end or change.
     revoked: Revoked,
+    projects: Arc<ProjectCache>,
+    /// A project was written: cached projects go when the transaction commits.
+    projects_changed: bool,
     local_outbox: Arc<LocalOutbox>,
     /// What happens once (and only if) the transaction is committed.
     on_commit: Vec<Box<dyn FnOnce() + Send>>,
@@ -449,13 +458,24 @@ impl Tx {
             tx,
             sessions,
             revoked,
+            projects,
+            projects_changed,
             on_commit,
             ..
         } = self;
         // For the other replicas: sent when (and only if) this commits (PostgreSQL).
-        let notice = (revoked != Revoked::Nobody).then(|| revocations::payload(&revoked));
+        let notices: Vec<String> = [
+            (revoked != Revoked::Nobody).then(|| revocations::payload(&revoked)),
+            projects_changed.then(|| revocations::PROJECTS_CHANGED.to_owned()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         let committed = move || {
             forget_sessions(&sessions, &revoked);
+            if projects_changed {
+                projects.clear();
+            }
             on_commit.into_iter().for_each(|then| then());
         };
         match tx {
@@ -465,7 +485,7 @@ impl Tx {
             }
             TxConnection::Sqlx(mut tx) => {
                 run_to_completion(async move {
-                    if let Some(notice) = notice {
+                    for notice in notices {
                         sqlx::query("SELECT pg_notify($1, $2)")
                             .bind(revocations::CHANNEL)
                             .bind(notice)

@@ -12,11 +12,22 @@ enum Key<'a> {
 }
 
 impl Store {
+    /// Cached (see `project_cache`).
     pub async fn project_by_app_token(
         &self,
         app_token: &str,
     ) -> StoreResult<Option<ProjectRecord>> {
-        self.project_where("app_token", Key::Text(app_token)).await
+        if let Some(project) = self.projects.get(app_token) {
+            return Ok(Some(project));
+        }
+        let generation = self.projects.generation();
+        let project = self
+            .project_where("app_token", Key::Text(app_token))
+            .await?;
+        if let Some(project) = &project {
+            self.projects.insert(generation, app_token, project);
+        }
+        Ok(project)
     }
 
     pub async fn project_by_admin_token_hash(
@@ -110,6 +121,7 @@ impl Tx {
     /// its users' uids are retired. False: no such project.
     pub async fn delete_project(&mut self, project_id: &str, now: i64) -> StoreResult<bool> {
         self.revoke_everyone();
+        self.projects_changed = true;
         sqlx::query(
             "INSERT INTO retired_uids (uid, retired_at)
              SELECT uid, $2 FROM users WHERE project_id = $1 ON CONFLICT DO NOTHING",
@@ -127,6 +139,7 @@ impl Tx {
 
     /// Replaces a project's app token; false: no such project.
     pub async fn set_app_token(&mut self, project_id: &str, token: &str) -> StoreResult<bool> {
+        self.projects_changed = true;
         let done = sqlx::query("UPDATE projects SET app_token = $2 WHERE id = $1")
             .bind(project_id)
             .bind(token)
@@ -141,12 +154,30 @@ impl Tx {
         project_id: &str,
         hash: &[u8],
     ) -> StoreResult<bool> {
+        self.projects_changed = true;
         let done = sqlx::query("UPDATE projects SET admin_token_hash = $2 WHERE id = $1")
             .bind(project_id)
             .bind(hash)
             .execute(&mut self.tx)
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Whether `project` still has the app token it was found by, read in this
+    /// transaction: it may have come from the cache, and another process (an operator's
+    /// command on the same SQLite file) may have rotated the token or deleted the project
+    /// since. If not, the cache is dropped.
+    pub async fn app_token_is_current(&mut self, project: &ProjectRecord) -> StoreResult<bool> {
+        let current = sqlx::query("SELECT 1 AS one FROM projects WHERE id = $1 AND app_token = $2")
+            .bind(&project.id)
+            .bind(&project.app_token)
+            .fetch_optional(&mut self.tx)
+            .await?
+            .is_some();
+        if !current {
+            self.projects.clear();
+        }
+        Ok(current)
     }
 
     pub async fn project_count(&mut self) -> StoreResult<i64> {
@@ -171,6 +202,7 @@ impl Tx {
     /// Writes every column of `project` (the caller merged the change into the record),
     /// its secrets sealed.
     pub async fn update_project(&mut self, project: &ProjectRecord) -> StoreResult<()> {
+        self.projects_changed = true;
         let master = self.master()?;
         let mut sealed = project.clone();
         sealed.delivery.sms_webhook_secret = project

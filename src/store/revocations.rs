@@ -1,6 +1,7 @@
 //! Revocations across replicas (PostgreSQL): a transaction that ends sessions or changes
 //! what Authorize reports sends a notification as it commits, naming the users (or `*`
-//! for everyone), and every replica drops those users' cached sessions when it arrives.
+//! for everyone), and every replica drops those users' cached sessions when it arrives;
+//! one that changes a project says so, and every replica drops its cached projects.
 //! The cache's TTL stays as the backstop for notifications missed while a listener
 //! reconnects (it empties the cache when it is back). SQLite has no other replicas.
 
@@ -12,6 +13,10 @@ use std::time::Duration;
 use super::{Backend, Store};
 
 pub(super) const CHANNEL: &str = "portcullis_revocations";
+
+/// The notification that a project changed: replicas drop their cached projects. (A
+/// replica that predates it reads no user list in it and drops its cached sessions.)
+pub(super) const PROJECTS_CHANGED: &str = "projects";
 
 /// NOTIFY payloads stay well under PostgreSQL's 8000 bytes; past this, everyone.
 const MAX_PAYLOAD: usize = 7000;
@@ -62,20 +67,27 @@ impl Store {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                 }
             };
-            // Whatever was revoked while not listening: forget it all.
+            // Whatever was revoked or changed while not listening: forget it all.
             self.sessions.clear();
+            self.projects.clear();
             loop {
                 let received = tokio::select! {
                     _ = &mut stopped => return,
                     received = listener.try_recv() => received,
                 };
                 match received {
+                    Ok(Some(notification)) if notification.payload() == PROJECTS_CHANGED => {
+                        self.projects.clear()
+                    }
                     Ok(Some(notification)) => match users_in(notification.payload()) {
                         Some(users) => self.sessions.revoke_users(&users),
                         None => self.sessions.clear(),
                     },
                     // The connection dropped and came back: notifications may be lost.
-                    Ok(None) => self.sessions.clear(),
+                    Ok(None) => {
+                        self.sessions.clear();
+                        self.projects.clear();
+                    }
                     Err(error) => {
                         tracing::debug!(%error, "revocation listener lost its connection");
                         break;

@@ -831,6 +831,10 @@ async fn project_list_and_token_rotation_stop_the_old_tokens_at_once() {
         "{stdout}"
     );
 
+    // The running service has the project cached by its app token.
+    app.authenticate("grace@example.com")
+        .await
+        .expect("the app token works");
     let id = app.project.project_id.as_str();
     let (ok, stdout, stderr) = run_on(&url, &["project", "rotate-app-token", "--project-id", id]);
     assert!(ok, "{stderr}");

@@ -161,3 +161,50 @@ async fn a_logout_drops_only_that_users_cache_entries_on_every_replica() {
     }
     relay.restore();
 }
+
+/// Replicas cache projects by app token; a project changed through one is seen by the
+/// others at once, well within the cache's lifetime (2 s): the change's commit tells
+/// them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_change_reaches_the_other_replicas_cached_project_at_once() {
+    let Some((relay, database)) = Relay::postgres_database().await else {
+        return;
+    };
+    let first = spawn_app_on(database, |_| {}).await;
+    let second = spawn_app_on(first.database.shared(), |_| {}).await;
+    let app_token = first.project.app_token.clone();
+    // Both replicas listen before the second one caches the project (a listener that
+    // connects later starts with an empty cache).
+    let pool = first.database.pool().await;
+    let listening = wait_for_async(|| async {
+        let listeners: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        (listeners >= 2).then_some(())
+    })
+    .await;
+    assert!(listening.is_some(), "both replicas listen for changes");
+    // The second replica reads the project (anonymous login off) and keeps it.
+    let refused = second.authenticate_with(&app_token, "").await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    first.allow_anonymous().await;
+    let changed = std::time::Instant::now();
+    loop {
+        match second.authenticate_with(&app_token, "").await {
+            Ok(_) => break,
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+                assert!(
+                    changed.elapsed() < std::time::Duration::from_secs(1),
+                    "the other replica still answers from the old project"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    }
+    drop(relay);
+}
