@@ -92,6 +92,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0014_outbox_seal_keys.sql"),
         include_str!("../../migrations/postgres/0014_outbox_seal_keys.sql"),
     ),
+    (
+        15,
+        "cascade indexes",
+        include_str!("../../migrations/sqlite/0015_cascade_indexes.sql"),
+        include_str!("../../migrations/postgres/0015_cascade_indexes.sql"),
+    ),
 ];
 
 pub(super) fn migrator(backend: Backend) -> Migrator {

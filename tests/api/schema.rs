@@ -115,3 +115,55 @@ fn kind(declared: &str) -> &'static str {
         "other"
     }
 }
+
+/// Every foreign key that cascades has an index starting with its column, on both
+/// backends: without one, deleting a user or a project reads the whole child table (on
+/// SQLite while holding the one writer, so every login waits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_cascading_foreign_key_is_indexed() {
+    let mut databases = vec![TestDatabase::new(Backend::Sqlite).await];
+    if postgres_admin_url().is_some() {
+        databases.push(TestDatabase::new(Backend::Postgres).await);
+    }
+    for db in &databases {
+        let store = portcullis::store::Store::connect(&db.url).expect("connect");
+        store.migrate().await.expect("migrate");
+        store.close().await;
+        let sql = if db.url.starts_with("sqlite") {
+            "SELECT m.name AS table_name, f.\"from\" AS column_name
+             FROM sqlite_master m JOIN pragma_foreign_key_list(m.name) f
+             WHERE m.type = 'table' AND f.on_delete = 'CASCADE'
+               AND NOT EXISTS (
+                 SELECT 1 FROM pragma_index_list(m.name) l
+                 JOIN pragma_index_info(l.name) i ON i.seqno = 0
+                 WHERE i.name = f.\"from\")
+               -- An INTEGER PRIMARY KEY is the table's own key, with no index of its own.
+               AND NOT EXISTS (
+                 SELECT 1 FROM pragma_table_info(m.name) t
+                 WHERE t.name = f.\"from\" AND t.pk = 1)"
+        } else {
+            "SELECT c.conrelid::regclass::text AS table_name, a.attname::text AS column_name
+             FROM pg_constraint c
+             JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+             WHERE c.contype = 'f' AND c.confdeltype = 'c'
+               AND NOT EXISTS (SELECT 1 FROM pg_index i
+                               WHERE i.indrelid = c.conrelid AND i.indkey[0] = c.conkey[1])"
+        };
+        let pool = db.pool().await;
+        let unindexed: Vec<String> = sqlx::query(sql)
+            .fetch_all(&pool)
+            .await
+            .expect("read the foreign keys")
+            .iter()
+            .map(|row| {
+                format!(
+                    "{}.{}",
+                    row.get::<String, _>("table_name"),
+                    row.get::<String, _>("column_name")
+                )
+            })
+            .collect();
+        pool.close().await;
+        assert!(unindexed.is_empty(), "{}: {unindexed:?}", db.url);
+    }
+}
