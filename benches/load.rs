@@ -200,10 +200,17 @@ async fn bench(
         // Mail delivery goes on during the baseline's turns too: what waited at the end of
         // each code-start turn says whether it kept up with the row.
         let waiting = std::sync::atomic::AtomicI64::new(0);
+        // The process's CPU time during the code-start turns: steadier than the rate on a
+        // noisy machine, and it counts the mail delivered meanwhile.
+        let cpu_in_turns = std::sync::Mutex::new(Duration::ZERO);
         let (stats, baseline) = load
             .versus(
                 async |l: &Load| {
+                    let before = process_cpu_time();
                     let stats = cluster.code_starts(l).await;
+                    if let (Some(before), Some(after)) = (before, process_cpu_time()) {
+                        *cpu_in_turns.lock().unwrap() += after.saturating_sub(before);
+                    }
                     waiting.fetch_max(cluster.outbox_backlog().await, Ordering::Relaxed);
                     stats
                 },
@@ -231,6 +238,14 @@ async fn bench(
         if raw_url.starts_with("sqlite:") {
             let through_sqlx = raw.inserts(load).await;
             table.row("raw insert transaction, sqlx", &through_sqlx, None);
+        }
+        let cpu = cpu_in_turns.into_inner().unwrap();
+        if !cpu.is_zero() && !stats.latencies.is_empty() {
+            table.note(format!(
+                "CPU per code start (service, its mail and the in-process client, all \
+                 threads): {:.0} µs",
+                cpu.as_secs_f64() * 1e6 / stats.latencies.len() as f64
+            ));
         }
         let (mails, drained) = cluster.drain_outbox().await?;
         table.note(format!(
@@ -906,6 +921,16 @@ impl Drop for NativeSqlite {
         // SAFETY: opened in `open`, closed once; statements are finalized by then.
         unsafe { libsqlite3_sys::sqlite3_close(self.0) };
     }
+}
+
+/// CPU time used by this process so far, all threads (Linux: /proc/self/stat, in clock
+/// ticks of 10 ms); `None` elsewhere.
+fn process_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces; the fields after it do not.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// Where the service writes its mail: in memory (tmpfs) where the machine has one. The
