@@ -234,7 +234,7 @@ const POLL_EVERY: Duration = Duration::from_secs(1);
 const RECORD_EVERY: Duration = Duration::from_millis(50);
 
 /// Runs until `shutdown` resolves, sending what is due; then lets the sends in flight end.
-/// Deliveries that finish together are recorded together, in one statement.
+/// Deliveries are recorded together (see [`RECORD_EVERY`]), in as few statements as may be.
 pub async fn run_worker(
     store: Store,
     deliverer: Deliverer,
