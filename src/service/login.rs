@@ -383,7 +383,7 @@ impl Auth {
         let token_hash = code_token.hash();
         let code = LoginCode::generate(project.codes.length);
         let message = self.code_message(project, name, &code, &link, false, now);
-        let sealed = self.store().seal_message(&message)?;
+        let sealed = self.store().seal_message(message)?;
         Ok(PreparedCode {
             request: NewLoginRequest {
                 token_hash: token_hash.0,
@@ -429,9 +429,9 @@ impl Auth {
         if sending.paused {
             // Rare (wrong codes piled up for this name): the mail says so.
             let paused = self.code_message(project, &name, &code, &link, true, request.created_at);
-            sealed = self.store().seal_message(&paused)?;
+            sealed = self.store().seal_message(paused)?;
         }
-        tx.enqueue_sealed(&sealed).await?;
+        tx.enqueue_sealed(sealed).await?;
         Ok(code_token.into_string())
     }
 

@@ -193,59 +193,59 @@ impl Tx {
     /// Queues a message; its subject and body are sealed (bound to a random key of the
     /// row's own) until it is delivered, then erased.
     pub async fn enqueue_message(&mut self, message: &NewMessage) -> StoreResult<()> {
-        let sealed = SealedMessage::seal(self.master()?, message);
-        self.enqueue_sealed(&sealed).await
+        let sealed = SealedMessage::seal(self.master()?, message.clone());
+        self.enqueue_sealed(sealed).await
     }
 
     /// Queues a message sealed beforehand (outside the transaction, which on SQLite holds
     /// the one writer: sealing is work every other write would wait for). While this
     /// process's delivery worker runs, the message is queued leased to it and handed to it
     /// in memory once committed (see [`LocalOutbox`]).
-    pub async fn enqueue_sealed(&mut self, sealed: &SealedMessage) -> StoreResult<()> {
-        let message = &sealed.message;
+    pub async fn enqueue_sealed(&mut self, sealed: SealedMessage) -> StoreResult<()> {
+        let SealedMessage {
+            plain,
+            seal_key,
+            subject,
+            body,
+        } = sealed;
         let claim = self.local_outbox.claim();
-        let next_attempt_at = message.created_at + claim.as_ref().map_or(0, |c| c.lease_seconds);
+        let next_attempt_at = plain.created_at + claim.as_ref().map_or(0, |c| c.lease_seconds);
         let row = sqlx::query(
             "INSERT INTO outbox (channel, recipient, subject, body, sender, next_attempt_at, created_at, project_id, seal_key, lease_owner)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
              RETURNING id",
         )
-        .bind(message.channel.as_str())
-        .bind(&message.recipient)
-        .bind(&message.subject)
-        .bind(&message.body)
-        .bind(message.sender.as_deref())
+        .bind(plain.channel.as_str())
+        .bind(&plain.recipient)
+        .bind(subject)
+        .bind(body)
+        .bind(plain.sender.as_deref())
         .bind(next_attempt_at)
-        .bind(message.created_at)
-        .bind(message.project_id.as_deref())
-        .bind(&sealed.seal_key)
+        .bind(plain.created_at)
+        .bind(plain.project_id.as_deref())
+        .bind(&seal_key)
         .bind(claim.as_ref().map(|c| c.owner.as_str()))
         .fetch_one(&mut self.tx)
         .await?;
-        if claim.is_some() {
-            let plain = &sealed.plain;
-            let leased = OutboxMessage {
+        let leased = match claim {
+            Some(_) => Some(OutboxMessage {
                 id: row.try_get("id")?,
-                project_id: plain.project_id.clone(),
+                project_id: plain.project_id,
                 channel: plain.channel,
-                recipient: plain.recipient.clone(),
-                subject: plain.subject.clone(),
-                body: plain.body.clone(),
-                sender: plain.sender.clone(),
+                recipient: plain.recipient,
+                subject: plain.subject,
+                body: plain.body,
+                sender: plain.sender,
                 attempts: 0,
                 next_attempt_at,
                 created_at: plain.created_at,
-                seal_key: Some(sealed.seal_key.clone()),
-            };
-            let local = self.local_outbox.clone();
-            self.on_commit
-                .push(Box::new(move || local.hand_over(leased)));
-        } else {
-            // For the worker's next database poll, rather than its next tick.
-            let local = self.local_outbox.clone();
-            self.on_commit
-                .push(Box::new(move || local.queued.notify_one()));
-        }
+                seal_key: Some(seal_key),
+            }),
+            None => None,
+        };
+        let local = self.local_outbox.clone();
+        self.on_commit
+            .push(Box::new(move || local.committed(leased)));
         Ok(())
     }
 }
@@ -257,12 +257,17 @@ impl Tx {
 /// first, the lease runs out and any worker sends the message, as with any lease.
 #[derive(Debug, Default)]
 pub struct LocalOutbox {
-    /// The running worker's lease owner and lease; `None`: no worker, nothing is claimed.
-    worker: Mutex<Option<LocalClaim>>,
-    handed: Mutex<VecDeque<OutboxMessage>>,
+    state: Mutex<Local>,
     arrived: tokio::sync::Notify,
     /// A message was queued unleased: the worker finds it in the database.
     queued: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct Local {
+    /// The running worker's lease owner and lease; `None`: no worker, nothing is claimed.
+    worker: Option<LocalClaim>,
+    handed: VecDeque<OutboxMessage>,
 }
 
 #[derive(Clone, Debug)]
@@ -276,9 +281,13 @@ struct LocalClaim {
 const HANDED_LIMIT: usize = 1024;
 
 impl LocalOutbox {
+    fn state(&self) -> std::sync::MutexGuard<'_, Local> {
+        self.state.lock().expect("outbox lock poisoned")
+    }
+
     /// The delivery worker starts taking messages: leased to `owner` for `lease_seconds`.
     pub fn attach(&self, owner: &str, lease_seconds: i64) {
-        *self.worker.lock().expect("outbox lock poisoned") = Some(LocalClaim {
+        self.state().worker = Some(LocalClaim {
             owner: owner.to_owned(),
             lease_seconds,
         });
@@ -287,28 +296,35 @@ impl LocalOutbox {
     /// The worker stops: nothing more is claimed, and what waits in memory is left to its
     /// leases (it goes out once they run out).
     pub fn detach(&self) {
-        *self.worker.lock().expect("outbox lock poisoned") = None;
-        self.handed.lock().expect("outbox lock poisoned").clear();
+        let mut state = self.state();
+        state.worker = None;
+        state.handed.clear();
     }
 
     fn claim(&self) -> Option<LocalClaim> {
-        let claim = self.worker.lock().expect("outbox lock poisoned").clone()?;
-        (self.handed.lock().expect("outbox lock poisoned").len() < HANDED_LIMIT).then_some(claim)
+        let state = self.state();
+        (state.handed.len() < HANDED_LIMIT)
+            .then(|| state.worker.clone())
+            .flatten()
     }
 
-    fn hand_over(&self, message: OutboxMessage) {
-        self.handed
-            .lock()
-            .expect("outbox lock poisoned")
-            .push_back(message);
-        self.arrived.notify_one();
+    /// A message's transaction committed: one leased to the worker is handed to it, and
+    /// for one queued unleased it looks in the database now rather than at its next tick.
+    fn committed(&self, leased: Option<OutboxMessage>) {
+        match leased {
+            Some(message) => {
+                self.state().handed.push_back(message);
+                self.arrived.notify_one();
+            }
+            None => self.queued.notify_one(),
+        }
     }
 
     /// Up to `max` messages handed over, oldest first.
     pub fn take(&self, max: usize) -> Vec<OutboxMessage> {
-        let mut handed = self.handed.lock().expect("outbox lock poisoned");
-        let count = max.min(handed.len());
-        handed.drain(..count).collect()
+        let mut state = self.state();
+        let count = max.min(state.handed.len());
+        state.handed.drain(..count).collect()
     }
 
     /// Resolves when a message is handed over.
@@ -325,7 +341,7 @@ impl LocalOutbox {
 
 impl Store {
     /// A message's subject and body sealed as [`Tx::enqueue_sealed`] stores them.
-    pub fn seal_message(&self, message: &NewMessage) -> StoreResult<SealedMessage> {
+    pub fn seal_message(&self, message: NewMessage) -> StoreResult<SealedMessage> {
         Ok(SealedMessage::seal(self.master()?, message))
     }
 
@@ -335,27 +351,25 @@ impl Store {
     }
 }
 
-/// A message ready to queue: its subject and body sealed under a random key of its own.
+/// A message ready to queue: its subject and body sealed under a random key of its own,
+/// and as written, for a worker it is handed to in memory.
 #[derive(Debug)]
 pub struct SealedMessage {
-    message: NewMessage,
-    seal_key: String,
-    /// As written, for a worker it is handed to in memory.
     plain: NewMessage,
+    seal_key: String,
+    subject: String,
+    body: String,
 }
 
 impl SealedMessage {
-    fn seal(master: &MasterKey, message: &NewMessage) -> SealedMessage {
+    fn seal(master: &MasterKey, plain: NewMessage) -> SealedMessage {
         let seal_key = uuid::Uuid::new_v4().simple().to_string();
         let place = |column| sealing::outbox_place(column, 0, Some(&seal_key));
         SealedMessage {
-            message: NewMessage {
-                subject: master.seal_text(&place("subject"), &message.subject),
-                body: master.seal_text(&place("body"), &message.body),
-                ..message.clone()
-            },
+            subject: master.seal_text(&place("subject"), &plain.subject),
+            body: master.seal_text(&place("body"), &plain.body),
             seal_key,
-            plain: message.clone(),
+            plain,
         }
     }
 }
