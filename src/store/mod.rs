@@ -463,14 +463,17 @@ impl Tx {
             on_commit,
             ..
         } = self;
-        // For the other replicas: sent when (and only if) this commits (PostgreSQL).
-        let notices: Vec<String> = [
-            (revoked != Revoked::Nobody).then(|| revocations::payload(&revoked)),
-            projects_changed.then(|| revocations::PROJECTS_CHANGED.to_owned()),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        // For the other replicas (PostgreSQL): sent when (and only if) this commits.
+        let notices: Vec<String> = match tx {
+            TxConnection::Sqlx(_) => [
+                (revoked != Revoked::Nobody).then(|| revocations::payload(&revoked)),
+                projects_changed.then(|| revocations::PROJECTS_CHANGED.to_owned()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            TxConnection::Sqlite(_) => Vec::new(),
+        };
         let committed = move || {
             forget_sessions(&sessions, &revoked);
             if projects_changed {
