@@ -24,7 +24,6 @@ pub struct Deliverer {
     /// The outbox folder: texts while no SMS webhook is configured, mails while no SMTP
     /// server is.
     folder: FolderWriter,
-    outbox_dir: PathBuf,
     default_sender: String,
     /// Domains projects may send from (`--mail-sender-domains`).
     sender_domains: Vec<String>,
@@ -43,8 +42,7 @@ impl Deliverer {
             mail,
             sms,
             webhooks,
-            folder: FolderWriter::start(outbox_dir.clone()),
-            outbox_dir,
+            folder: FolderWriter::start(outbox_dir),
             default_sender,
             sender_domains,
         }
@@ -55,7 +53,7 @@ impl Deliverer {
             MailTransport::Smtp(_) => "mail is sent through SMTP".to_owned(),
             MailTransport::Folder => format!(
                 "no SMTP server configured: mail is written as .eml files to {}",
-                self.outbox_dir.display()
+                self.folder.path.display()
             ),
         }
     }
@@ -129,6 +127,7 @@ impl Deliverer {
 /// the write itself.
 #[derive(Clone)]
 struct FolderWriter {
+    path: PathBuf,
     files: std::sync::mpsc::Sender<FileToWrite>,
 }
 
@@ -142,6 +141,7 @@ impl FolderWriter {
     /// The thread ends when the last clone is dropped.
     fn start(folder: PathBuf) -> FolderWriter {
         let (files, queue) = std::sync::mpsc::channel::<FileToWrite>();
+        let path = folder.clone();
         std::thread::Builder::new()
             .name("outbox-folder".into())
             .spawn(move || {
@@ -152,7 +152,7 @@ impl FolderWriter {
                 }
             })
             .expect("cannot start the outbox folder's thread");
-        FolderWriter { files }
+        FolderWriter { path, files }
     }
 
     async fn write(&self, name: String, bytes: Vec<u8>) -> Result<(), String> {

@@ -536,8 +536,6 @@ impl Connection {
         Ok(connection)
     }
 
-    /// Copies what is left of the log into the database file. Blocks on the disk: run it
-    /// on a blocking thread.
     /// Copies what the log holds beyond what was copied already (PASSIVE: neither readers
     /// nor the writer wait for it); returns how many of the log's pages are copied now.
     /// Blocks on the disk: run it on a thread that may block.
