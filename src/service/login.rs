@@ -208,7 +208,7 @@ impl Auth {
             .await?;
         let project = self.project_by_id(&request.project_id).await?;
         let code = LoginCode::generate(project.codes.length);
-        let link = SecretToken::generate(TokenKind::Link);
+        let link = SecretToken::generate_time_led(TokenKind::Link);
         let sealed = self.inner.code_key.seal(&token_hash, &code);
         let expires_at = now + project.codes.lifetime_seconds;
         if !tx
@@ -378,8 +378,8 @@ impl Auth {
         name: &Name,
         now: i64,
     ) -> Result<PreparedCode> {
-        let code_token = SecretToken::generate(TokenKind::Code);
-        let link = SecretToken::generate(TokenKind::Link);
+        let code_token = SecretToken::generate_time_led(TokenKind::Code);
+        let link = SecretToken::generate_time_led(TokenKind::Link);
         let token_hash = code_token.hash();
         let code = LoginCode::generate(project.codes.length);
         let message = self.code_message(project, name, &code, &link, false, now);
