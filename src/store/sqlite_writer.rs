@@ -42,9 +42,10 @@ const STATEMENT_CACHE: usize = 256;
 /// Group commit: a transaction runs inside a savepoint of a longer SQLite transaction,
 /// the batch, and its commit releases the savepoint and waits for the batch's COMMIT.
 /// Whoever leaves the connection with nobody queued behind it (or with the batch full)
-/// commits the batch and tells its members. Under load, many transactions share one
+/// commits the batch and tells its members, after giving the tasks ready to run a turn
+/// to join it (see [`CommitAfterTurn`]). Under load, many transactions share one
 /// COMMIT: its locks, its WAL write, and the pages they have in common. Alone, a
-/// transaction commits at once, as before. A transaction's work is visible to the ones
+/// transaction commits at once: with nothing else to run, the turn is over. A transaction's work is visible to the ones
 /// after it in the batch, which commit with it or not at all; nobody is told "done"
 /// before the COMMIT, and readers on other connections see nothing before it either.
 #[derive(Debug)]
@@ -230,11 +231,48 @@ impl State {
 struct Held {
     state: tokio::sync::OwnedMutexGuard<State>,
     queued: Arc<AtomicUsize>,
+    /// Leave the batch open, for a [`CommitAfterTurn`] to settle.
+    leave_open: bool,
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.state.settle(self.queued.load(Ordering::SeqCst));
+        if !self.leave_open {
+            self.state.settle(self.queued.load(Ordering::SeqCst));
+        }
+    }
+}
+
+/// A batch left open by a transaction that found nobody queued behind it: the other
+/// tasks ready to run get a turn (two yields) to join it first. Requests a few microseconds from
+/// their first statement would otherwise each pay a COMMIT of their own (its fixed cost
+/// and the pages every write shares: the ends of the tables and indexes), while alone,
+/// with nothing else to run, the turn is over at once. Dropped (also when the waiting
+/// transaction's caller goes away), it settles the batch if the connection is free;
+/// whoever holds it settles it on leaving.
+struct CommitAfterTurn {
+    state: Arc<tokio::sync::Mutex<State>>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl CommitAfterTurn {
+    async fn run(self) {
+        // Two: with one, a third of the batches ended while a request was on its way
+        // (41 transactions a COMMIT against 49 under 64 connections).
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
+    }
+}
+
+impl Drop for CommitAfterTurn {
+    fn drop(&mut self) {
+        if let Ok(state) = self.state.clone().try_lock_owned() {
+            drop(Held {
+                state,
+                queued: self.queued.clone(),
+                leave_open: false,
+            });
+        }
     }
 }
 
@@ -286,6 +324,7 @@ impl Writer {
         Held {
             state,
             queued: self.queued.clone(),
+            leave_open: false,
         }
     }
 
@@ -434,13 +473,26 @@ impl Transaction {
             self.held = Some(held);
             return Err(error.into());
         }
+        let broken = state.connection.as_ref().is_some_and(|c| c.broken);
         let open = state.batch.as_mut().expect("released into it");
         open.members += 1;
         open.after_commit.push(after_commit);
         let mut outcome = open.outcome.subscribe();
+        let room = open.members < BATCH_LIMIT;
         let writer_state = tokio::sync::OwnedMutexGuard::mutex(&held.state).clone();
         let queued = held.queued.clone();
-        drop(held);
+        if queued.load(Ordering::SeqCst) == 0 && room && !broken {
+            held.leave_open = true;
+            drop(held);
+            CommitAfterTurn {
+                state: writer_state.clone(),
+                queued: queued.clone(),
+            }
+            .run()
+            .await;
+        } else {
+            drop(held);
+        }
         loop {
             let waited = tokio::time::timeout(BATCH_PATIENCE, outcome.wait_for(Option::is_some))
                 .await
@@ -458,6 +510,7 @@ impl Transaction {
             drop(Held {
                 state: writer_state.clone().lock_owned().await,
                 queued: queued.clone(),
+                leave_open: false,
             });
         }
     }
@@ -1101,6 +1154,53 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(committed_names(&dir), ["a"]);
+    }
+
+    #[tokio::test]
+    async fn the_last_transaction_in_line_lets_ready_ones_join_its_commit() {
+        let (dir, writer) = writer_with_table().await;
+        let batches_before = writer.state.lock().await.batches;
+
+        // Nobody is queued when the first commits; the second is ready to run and
+        // reaches the writer during the first's turn (one thread: it runs only then).
+        let mut first = writer.begin().await.unwrap();
+        insert(&mut first, "a").unwrap();
+        let second = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                let mut second = writer.begin().await.unwrap();
+                insert(&mut second, "b").unwrap();
+                commit(second).await
+            }
+        });
+        commit(first).await.unwrap();
+        second.await.unwrap().unwrap();
+        assert_eq!(committed_names(&dir), ["a", "b"]);
+        assert_eq!(
+            writer.state.lock().await.batches - batches_before,
+            1,
+            "one COMMIT for both"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_transaction_abandoned_during_its_turn_is_committed_all_the_same() {
+        let (dir, writer) = writer_with_table().await;
+
+        let mut first = writer.begin().await.unwrap();
+        insert(&mut first, "a").unwrap();
+        // Polled once (released into the batch, giving others a turn), then dropped, as
+        // when the client goes away: nobody else writes, yet the batch commits.
+        let mut committing = Box::pin(commit(first));
+        let once = std::future::poll_fn(|cx| std::task::Poll::Ready(committing.as_mut().poll(cx)));
+        assert!(once.await.is_pending(), "still in its turn when dropped");
+        drop(committing);
+        assert_eq!(committed_names(&dir), ["a"]);
+        // And the writer goes on.
+        let mut second = writer.begin().await.unwrap();
+        insert(&mut second, "b").unwrap();
+        commit(second).await.unwrap();
+        assert_eq!(committed_names(&dir), ["a", "b"]);
     }
 
     #[tokio::test]
