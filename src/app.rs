@@ -270,9 +270,10 @@ impl Application {
             settings.sms_webhook.clone(),
             WebhookClient::new(settings.policy.webhook_allow_private),
             settings.mail_outbox.clone(),
-            settings.mail_from.clone(),
+            &settings.mail_from,
             settings.mail_sender_domains.clone(),
-        );
+        )
+        .map_err(anyhow::Error::msg)?;
 
         Ok(Application {
             listener,

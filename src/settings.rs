@@ -559,10 +559,15 @@ impl SettingsArgs {
                     3_000,
                 )?,
             },
-            mail_from: self
-                .mail_from
-                .or(file.mail_from)
-                .unwrap_or_else(|| "Portcullis <no-reply@localhost>".into()),
+            mail_from: {
+                let mail_from = self
+                    .mail_from
+                    .or(file.mail_from)
+                    .unwrap_or_else(|| "Portcullis <no-reply@localhost>".into());
+                crate::delivery::validate_sender(&mail_from)
+                    .map_err(|e| anyhow::anyhow!("--mail-from {mail_from:?} {e}"))?;
+                mail_from
+            },
             mail_outbox: self
                 .mail_outbox
                 .or(file.mail_outbox)

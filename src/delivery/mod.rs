@@ -24,7 +24,8 @@ pub struct Deliverer {
     /// The outbox folder: texts while no SMS webhook is configured, mails while no SMTP
     /// server is.
     folder: FolderWriter,
-    default_sender: String,
+    /// `--mail-from`, parsed once (checked when the settings were read).
+    default_sender: lettre::message::Mailbox,
     /// Domains projects may send from (`--mail-sender-domains`).
     sender_domains: Vec<String>,
 }
@@ -35,17 +36,20 @@ impl Deliverer {
         sms: Option<SmsWebhook>,
         webhooks: WebhookClient,
         outbox_dir: PathBuf,
-        default_sender: String,
+        default_sender: &str,
         sender_domains: Vec<String>,
-    ) -> Deliverer {
-        Deliverer {
+    ) -> Result<Deliverer, String> {
+        let default_sender = default_sender
+            .parse()
+            .map_err(|e| format!("invalid mail sender {default_sender:?}: {e}"))?;
+        Ok(Deliverer {
             mail,
             sms,
             webhooks,
             folder: FolderWriter::start(outbox_dir),
             default_sender,
             sender_domains,
-        }
+        })
     }
 
     pub fn describe(&self) -> String {
@@ -72,7 +76,7 @@ impl Deliverer {
                     &self.sender_domains,
                 );
                 let mail = build_message(
-                    &sender,
+                    sender,
                     &message.recipient,
                     &message.subject,
                     &message.body,
@@ -189,13 +193,8 @@ fn write_whole_file(folder: &Path, name: &str, bytes: &[u8]) -> Result<(), Strin
 /// The same Message-ID every time a message (an outbox row) is sent: delivery is at least
 /// once (a crash right after the SMTP server accepted a message sends it again), and
 /// receivers drop a repeated Message-ID.
-fn message_id(message: &OutboxMessage, server_sender: &str) -> String {
-    let domain = server_sender
-        .rsplit('@')
-        .next()
-        .unwrap_or("localhost")
-        .trim_end_matches('>')
-        .trim();
+fn message_id(message: &OutboxMessage, server_sender: &lettre::message::Mailbox) -> String {
+    let domain = server_sender.email.domain();
     format!("<outbox.{}.{}@{domain}>", message.id, message.created_at)
 }
 

@@ -417,6 +417,17 @@ fn bad_limit_settings_are_refused_at_start_with_the_setting_named() {
 }
 
 #[test]
+fn a_mail_sender_that_is_no_mailbox_is_refused_at_start() {
+    let refused = portcullis()
+        .args(["migrate", "--mail-from", "Acme login@acme.test"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--mail-from"), "{stderr}");
+}
+
+#[test]
 fn an_sms_webhook_on_an_internal_address_is_refused_at_start() {
     let refused = portcullis()
         .args(["migrate", "--sms-webhook-url", "http://127.0.0.1:9/sms"])
