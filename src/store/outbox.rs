@@ -97,8 +97,11 @@ impl Store {
     }
 
     /// Records deliveries by the leases' owner, a statement per up to
-    /// [`MARK_SENT_BATCH`]; returns the ids whose lease was lost meanwhile (another worker
-    /// may send those again).
+    /// [`MARK_SENT_BATCH`], all in one transaction: should one statement fail, none is
+    /// recorded and a later try finds every lease as it was (had the first statements
+    /// stuck, it would report their messages as sent after their leases were lost).
+    /// Returns the ids whose lease was lost meanwhile (another worker may send those
+    /// again).
     pub async fn mark_messages_sent(
         &self,
         ids: &[i64],
@@ -106,6 +109,7 @@ impl Store {
         now: i64,
     ) -> StoreResult<Vec<i64>> {
         let mut recorded = Vec::with_capacity(ids.len());
+        let mut tx = self.begin().await?;
         for batch in ids.chunks(MARK_SENT_BATCH) {
             // Placeholders rounded up to a power of two (the last id repeated), so a few
             // statements, prepared once, serve every batch size.
@@ -124,10 +128,11 @@ impl Store {
             for i in 0..placeholders {
                 query = query.bind(batch[i.min(batch.len() - 1)]);
             }
-            for row in query.fetch_all(&self.writer).await? {
+            for row in query.fetch_all(&mut tx.tx).await? {
                 recorded.push(row.try_get::<i64, _>("id")?);
             }
         }
+        tx.commit().await?;
         recorded.sort_unstable();
         Ok(ids
             .iter()
@@ -436,5 +441,54 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(again, ids[..3].to_vec());
+    }
+
+    /// A backlog recorded in several statements is recorded whole or not at all: a
+    /// failure in the second statement leaves the first statement's messages leased, and
+    /// the retry records them all without calling any of them lost.
+    #[tokio::test]
+    async fn a_backlog_that_fails_halfway_is_recorded_whole_on_the_next_try() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(&dir).await;
+        let mut tx = store.begin().await.unwrap();
+        for n in 0..300 {
+            tx.enqueue_message(&mail(n)).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        let mine = store
+            .lease_due_messages(1_000, 10, 300, "me")
+            .await
+            .unwrap();
+        let ids: Vec<i64> = mine.ready.iter().map(|m| m.id).collect();
+        assert_eq!(ids.len(), 300);
+
+        // The database fails on a message of the second statement (ids past the 256th).
+        let failing = ids[MARK_SENT_BATCH + 10];
+        let mut tx = store.begin().await.unwrap();
+        sqlx::query(&format!(
+            "CREATE TRIGGER fail_once BEFORE UPDATE OF sent_at ON outbox
+             WHEN NEW.id = {failing} BEGIN SELECT RAISE(ABORT, 'disk gone'); END"
+        ))
+        .execute(&mut tx.tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        let failed = store.mark_messages_sent(&ids, "me", 1_001).await;
+        assert!(failed.is_err(), "{failed:?}");
+        assert_eq!(
+            store.outbox_backlog().await.unwrap().0,
+            300,
+            "nothing recorded"
+        );
+
+        let mut tx = store.begin().await.unwrap();
+        sqlx::query("DROP TRIGGER fail_once")
+            .execute(&mut tx.tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let lost = store.mark_messages_sent(&ids, "me", 1_002).await.unwrap();
+        assert_eq!(lost, Vec::<i64>::new(), "none reported as lost");
+        assert_eq!(store.outbox_backlog().await.unwrap().0, 0);
     }
 }
