@@ -45,9 +45,10 @@ const STATEMENT_CACHE: usize = 256;
 /// commits the batch and tells its members, after giving the tasks ready to run a turn
 /// to join it (see [`CommitAfterTurn`]). Under load, many transactions share one
 /// COMMIT: its locks, its WAL write, and the pages they have in common. Alone, a
-/// transaction commits at once: with nothing else to run, the turn is over. A transaction's work is visible to the ones
-/// after it in the batch, which commit with it or not at all; nobody is told "done"
-/// before the COMMIT, and readers on other connections see nothing before it either.
+/// transaction commits at once: with nothing else to run, the turn is over. A
+/// transaction's work is visible to the ones after it in the batch, which commit with it
+/// or not at all; nobody is told "done" before the COMMIT, and readers on other
+/// connections see nothing before it either.
 #[derive(Debug)]
 pub(super) struct Writer {
     path: CString,
@@ -244,12 +245,12 @@ impl Drop for Held {
 }
 
 /// A batch left open by a transaction that found nobody queued behind it: the other
-/// tasks ready to run get a turn (two yields) to join it first. Requests a few microseconds from
-/// their first statement would otherwise each pay a COMMIT of their own (its fixed cost
-/// and the pages every write shares: the ends of the tables and indexes), while alone,
-/// with nothing else to run, the turn is over at once. Dropped (also when the waiting
-/// transaction's caller goes away), it settles the batch if the connection is free;
-/// whoever holds it settles it on leaving.
+/// tasks ready to run get a turn (two yields) to join it first. Requests a few
+/// microseconds from their first statement would otherwise each pay a COMMIT of their own
+/// (its fixed cost and the pages every write shares: the ends of the tables and indexes),
+/// while alone, with nothing else to run, the turn is over at once. Dropped (also when
+/// the waiting transaction's caller goes away), it settles the batch if the connection is
+/// free; whoever holds it settles it on leaving.
 struct CommitAfterTurn {
     state: Arc<tokio::sync::Mutex<State>>,
     queued: Arc<AtomicUsize>,
