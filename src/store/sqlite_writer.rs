@@ -236,11 +236,29 @@ struct Held {
     leave_open: bool,
 }
 
+impl Held {
+    fn new(state: tokio::sync::OwnedMutexGuard<State>, queued: Arc<AtomicUsize>) -> Held {
+        Held {
+            state,
+            queued,
+            leave_open: false,
+        }
+    }
+}
+
 impl Drop for Held {
     fn drop(&mut self) {
         if !self.leave_open {
             self.state.settle(self.queued.load(Ordering::SeqCst));
         }
+    }
+}
+
+/// Settles the batch now if nobody holds the connection (whoever does settles it on
+/// leaving): for those who leave the queue, or a batch left open, without holding it.
+fn settle_if_free(state: &Arc<tokio::sync::Mutex<State>>, queued: &Arc<AtomicUsize>) {
+    if let Ok(state) = state.clone().try_lock_owned() {
+        drop(Held::new(state, queued.clone()));
     }
 }
 
@@ -267,13 +285,7 @@ impl CommitAfterTurn {
 
 impl Drop for CommitAfterTurn {
     fn drop(&mut self) {
-        if let Ok(state) = self.state.clone().try_lock_owned() {
-            drop(Held {
-                state,
-                queued: self.queued.clone(),
-                leave_open: false,
-            });
-        }
+        settle_if_free(&self.state, &self.queued);
     }
 }
 
@@ -298,9 +310,7 @@ impl Drop for Queued<'_> {
     fn drop(&mut self) {
         self.writer.queued.fetch_sub(1, Ordering::SeqCst);
         if !self.served {
-            if let Ok(state) = self.writer.state.clone().try_lock_owned() {
-                drop(self.writer.held(state));
-            }
+            settle_if_free(&self.writer.state, &self.writer.queued);
         }
     }
 }
@@ -322,11 +332,7 @@ impl Writer {
     }
 
     fn held(&self, state: tokio::sync::OwnedMutexGuard<State>) -> Held {
-        Held {
-            state,
-            queued: self.queued.clone(),
-            leave_open: false,
-        }
+        Held::new(state, self.queued.clone())
     }
 
     /// Takes the connection and joins the batch, opening it with `BEGIN IMMEDIATE` (SQLite's
@@ -508,11 +514,10 @@ impl Transaction {
                 // batch unless a transaction is queued to join it.
                 Err(_) => {}
             }
-            drop(Held {
-                state: writer_state.clone().lock_owned().await,
-                queued: queued.clone(),
-                leave_open: false,
-            });
+            drop(Held::new(
+                writer_state.clone().lock_owned().await,
+                queued.clone(),
+            ));
         }
     }
 }
