@@ -341,9 +341,6 @@ async fn record_delivered(
     clock: &Clock,
     delivered: &mut Vec<i64>,
 ) -> bool {
-    if delivered.is_empty() {
-        return true;
-    }
     match store
         .mark_messages_sent(delivered, owner, clock.now())
         .await

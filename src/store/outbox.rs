@@ -108,6 +108,10 @@ impl Store {
         owner: &str,
         now: i64,
     ) -> StoreResult<Vec<i64>> {
+        if ids.is_empty() {
+            // No transaction: on SQLite it would take the writer for nothing.
+            return Ok(Vec::new());
+        }
         let mut recorded = Vec::with_capacity(ids.len());
         let mut tx = self.begin().await?;
         for batch in ids.chunks(MARK_SENT_BATCH) {
