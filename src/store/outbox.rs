@@ -388,17 +388,6 @@ mod tests {
     use super::*;
     use crate::domain::MasterKey;
 
-    async fn store_in(dir: &tempfile::TempDir) -> Store {
-        let url = format!("sqlite://{}", dir.path().join("outbox.db").display());
-        let mut store = Store::connect(&url).expect("store");
-        store.migrate().await.expect("migrations");
-        store
-            .adopt_master_key(MasterKey::generate())
-            .await
-            .expect("master key");
-        store
-    }
-
     fn mail(n: usize) -> NewMessage {
         NewMessage {
             project_id: None,
@@ -411,18 +400,36 @@ mod tests {
         }
     }
 
+    /// A store holding `count` mails, due at 1 000.
+    async fn store_with_mail(dir: &tempfile::TempDir, count: usize) -> Store {
+        let url = format!("sqlite://{}", dir.path().join("outbox.db").display());
+        let mut store = Store::connect(&url).expect("store");
+        store.migrate().await.expect("migrations");
+        store
+            .adopt_master_key(MasterKey::generate())
+            .await
+            .expect("master key");
+        let mut tx = store.begin().await.unwrap();
+        for n in 0..count {
+            tx.enqueue_message(&mail(n)).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        store
+    }
+
+    async fn execute(store: &Store, sql: &str) {
+        let mut tx = store.begin().await.unwrap();
+        sqlx::query(sql).execute(&mut tx.tx).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+
     /// A backlog of deliveries (recorded late, after the database was away) is recorded
     /// whatever its size: in several statements, each with a padded list of ids. Only the
     /// owner's leases count; anything else is reported as lost.
     #[tokio::test]
     async fn deliveries_of_any_number_are_recorded_and_only_the_owners() {
         let dir = tempfile::tempdir().unwrap();
-        let store = store_in(&dir).await;
-        let mut tx = store.begin().await.unwrap();
-        for n in 0..300 {
-            tx.enqueue_message(&mail(n)).await.unwrap();
-        }
-        tx.commit().await.unwrap();
+        let store = store_with_mail(&dir, 300).await;
         let mine = store
             .lease_due_messages(1_000, 10, 299, "me")
             .await
@@ -453,12 +460,7 @@ mod tests {
     #[tokio::test]
     async fn a_backlog_that_fails_halfway_is_recorded_whole_on_the_next_try() {
         let dir = tempfile::tempdir().unwrap();
-        let store = store_in(&dir).await;
-        let mut tx = store.begin().await.unwrap();
-        for n in 0..300 {
-            tx.enqueue_message(&mail(n)).await.unwrap();
-        }
-        tx.commit().await.unwrap();
+        let store = store_with_mail(&dir, 300).await;
         let mine = store
             .lease_due_messages(1_000, 10, 300, "me")
             .await
@@ -468,15 +470,14 @@ mod tests {
 
         // The database fails on a message of the second statement (ids past the 256th).
         let failing = ids[MARK_SENT_BATCH + 10];
-        let mut tx = store.begin().await.unwrap();
-        sqlx::query(&format!(
-            "CREATE TRIGGER fail_once BEFORE UPDATE OF sent_at ON outbox
-             WHEN NEW.id = {failing} BEGIN SELECT RAISE(ABORT, 'disk gone'); END"
-        ))
-        .execute(&mut tx.tx)
-        .await
-        .unwrap();
-        tx.commit().await.unwrap();
+        execute(
+            &store,
+            &format!(
+                "CREATE TRIGGER fail_once BEFORE UPDATE OF sent_at ON outbox
+                 WHEN NEW.id = {failing} BEGIN SELECT RAISE(ABORT, 'disk gone'); END"
+            ),
+        )
+        .await;
         let failed = store.mark_messages_sent(&ids, "me", 1_001).await;
         assert!(failed.is_err(), "{failed:?}");
         assert_eq!(
@@ -485,12 +486,7 @@ mod tests {
             "nothing recorded"
         );
 
-        let mut tx = store.begin().await.unwrap();
-        sqlx::query("DROP TRIGGER fail_once")
-            .execute(&mut tx.tx)
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        execute(&store, "DROP TRIGGER fail_once").await;
         let lost = store.mark_messages_sent(&ids, "me", 1_002).await.unwrap();
         assert_eq!(lost, Vec::<i64>::new(), "none reported as lost");
         assert_eq!(store.outbox_backlog().await.unwrap().0, 0);
