@@ -69,11 +69,7 @@ impl SecretToken {
     pub fn generate(kind: TokenKind) -> SecretToken {
         let mut bytes = [0u8; 32];
         crate::domain::code::fill_random(&mut bytes);
-        SecretToken(format!(
-            "{}{}",
-            kind.prefix(),
-            URL_SAFE_NO_PAD.encode(bytes)
-        ))
+        SecretToken::with_body(kind, &bytes)
     }
 
     /// Like [`SecretToken::generate`], its 256 random bits led by the current millisecond
@@ -85,11 +81,12 @@ impl SecretToken {
         let mut bytes = [0u8; TIME_LED_BYTES];
         bytes[..TIME_BYTES].copy_from_slice(&millis.to_be_bytes()[8 - TIME_BYTES..]);
         crate::domain::code::fill_random(&mut bytes[TIME_BYTES..]);
-        SecretToken(format!(
-            "{}{}",
-            kind.prefix(),
-            URL_SAFE_NO_PAD.encode(bytes)
-        ))
+        SecretToken::with_body(kind, &bytes)
+    }
+
+    /// A token's text: its kind's prefix and its body in base64url.
+    pub(super) fn with_body(kind: TokenKind, body: &[u8]) -> SecretToken {
+        SecretToken(format!("{}{}", kind.prefix(), URL_SAFE_NO_PAD.encode(body)))
     }
 
     /// `bytes` random bytes in base64url, without a kind prefix: for identifiers that must
@@ -98,11 +95,6 @@ impl SecretToken {
         let mut buf = vec![0u8; bytes];
         crate::domain::code::fill_random(&mut buf);
         URL_SAFE_NO_PAD.encode(buf)
-    }
-
-    /// A token made elsewhere in the domain (user tokens carry a tag).
-    pub(super) fn from_string(token: String) -> SecretToken {
-        SecretToken(token)
     }
 
     pub fn expose(&self) -> &str {

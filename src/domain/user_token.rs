@@ -59,11 +59,7 @@ impl UserTokenKey {
         super::code::fill_random(&mut body[..RANDOM_BYTES]);
         let tag = self.tag(&body[..RANDOM_BYTES]);
         body[RANDOM_BYTES..].copy_from_slice(&tag);
-        SecretToken::from_string(format!(
-            "{}{}",
-            TokenKind::User.prefix(),
-            URL_SAFE_NO_PAD.encode(body)
-        ))
+        SecretToken::with_body(TokenKind::User, &body)
     }
 
     /// Judges a presented USER_TOKEN at time `now` without any lookup.
