@@ -346,3 +346,19 @@ pub struct UnreadableMessage {
     pub attempts: i64,
     pub error: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::NewUser;
+
+    /// uids sort as their users registered (UUIDv7), so the uid index grows at its end;
+    /// still the 36 characters the published API promises.
+    #[test]
+    fn new_uids_sort_in_registration_order() {
+        let uids: Vec<String> = (0..100)
+            .map(|_| NewUser::new("project", None, 0, None).uid)
+            .collect();
+        assert!(uids.windows(2).all(|pair| pair[0] < pair[1]), "{uids:?}");
+        assert!(uids.iter().all(|uid| uid.len() == 36));
+    }
+}
