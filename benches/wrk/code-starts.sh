@@ -17,11 +17,13 @@ cd "$RUN"
 PORTCULLIS_TRUSTED_PROXIES=127.0.0.1 PORTCULLIS_MAIL_OUTBOX=$OUTBOX \
   "$BIN" --listen 127.0.0.1:18080 --database-url "sqlite://$RUN/p.db" > out.log 2>&1 &
 PID=$!
-trap 'kill $PID 2>/dev/null; rm -rf "$RUN" "$OUTBOX"' EXIT
+# Waits for the service to stop, so that a next run finds the port free.
+trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$RUN" "$OUTBOX"' EXIT
 for _ in $(seq 100); do grep -q app_token out.log 2>/dev/null && break; sleep 0.1; done
 APP=$(grep -oP 'app_token:?\s+\Kapp_\S+' out.log | head -1)
 export APP
 cpu() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
+kill -0 $PID 2>/dev/null || { echo "the service did not start:"; cat out.log; exit 1; }
 BEFORE=$(cpu)
 OUT=$(wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_TO_RUN}s" -s "$HERE/code-starts.lua" http://127.0.0.1:18080)
 STARTS=$(echo "$OUT" | grep -oP '^\s+\K\d+(?= requests in)')
