@@ -21,6 +21,7 @@ mod sealing;
 mod session_cache;
 mod sessions;
 mod sqlite_log;
+mod sqlite_memory;
 mod sqlite_writer;
 mod users;
 
@@ -200,6 +201,7 @@ impl Store {
         };
         let (pool, writer) = match backend {
             Backend::Sqlite => {
+                sqlite_memory::use_process_allocator();
                 // SQLite has one writer. Writers queue here, in FIFO order and woken at
                 // once, rather than in SQLite's busy handler, which sleeps (1, 2, 5 ...
                 // 100 ms) between tries: under load most of a write's time went there.
