@@ -1,5 +1,6 @@
 //! The only code that talks SMTP (lettre).
 
+use lettre::address::Envelope;
 use lettre::message::header::{ContentTransferEncoding, ContentType};
 use lettre::message::{Body, Mailbox};
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -38,7 +39,11 @@ pub fn build_message(
     let recipient: Address = recipient
         .parse()
         .map_err(|e| format!("invalid recipient: {e}"))?;
+    // Given rather than left to lettre, which would parse it back from the headers.
+    let envelope = Envelope::new(Some(sender.email.clone()), vec![recipient.clone()])
+        .map_err(|e| format!("cannot build message: {e}"))?;
     Message::builder()
+        .envelope(envelope)
         .message_id(message_id)
         .from(sender)
         .to(Mailbox::new(None, recipient))
