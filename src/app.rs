@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::delivery::{self, Deliverer, MailTransport, WebhookClient};
 use crate::domain::MasterKey;
@@ -431,7 +431,10 @@ impl Application {
                 crate::observe::log_request,
             ))
             // Outermost: every layer inside sees the request id.
-            .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
+            .layer(SetRequestIdLayer::new(
+                request_id,
+                crate::observe::NewRequestId,
+            ));
 
         tracing::info!(address = %self.address, "serving gRPC and HTTP");
         let limits = ConnectionLimits {

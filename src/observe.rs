@@ -51,6 +51,21 @@ pub async fn tag_route(
     response
 }
 
+/// Request ids for requests that came without one: UUIDs, as tower-http's
+/// `MakeRequestUuid` makes them, from the service's pool of OS randomness (a system call
+/// each was a measurable part of a request).
+#[derive(Clone, Copy, Debug)]
+pub struct NewRequestId;
+
+impl tower_http::request_id::MakeRequestId for NewRequestId {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<tower_http::request_id::RequestId> {
+        let id = crate::domain::random::uuid_v4().to_string();
+        axum::http::HeaderValue::from_str(&id)
+            .ok()
+            .map(tower_http::request_id::RequestId::new)
+    }
+}
+
 /// `service/method` of every RPC this server answers, read once from its descriptors.
 fn known_rpcs() -> &'static HashSet<String> {
     static RPCS: OnceLock<HashSet<String>> = OnceLock::new();

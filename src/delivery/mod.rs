@@ -243,7 +243,7 @@ pub async fn run_worker(
 ) {
     use tokio::time::{Instant, sleep_until};
     // This worker's name on its leases: a restarted process is a new owner.
-    let owner = uuid::Uuid::new_v4().to_string();
+    let owner = crate::domain::random::uuid_v4().to_string();
     let lease_seconds = config.lease.as_secs().max(1) as i64;
     let local = store.local_outbox();
     // A worker that sends nothing (no slots) takes nothing either.

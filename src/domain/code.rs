@@ -10,12 +10,6 @@ use super::TokenHash;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Fills `buf` from the operating system's CSPRNG. Failure here means the machine cannot
-/// produce secrets at all, so it is fatal.
-pub(crate) fn fill_random(buf: &mut [u8]) {
-    getrandom::getrandom(buf).expect("the operating system's random source failed");
-}
-
 /// A numeric code of 4 to 8 digits, uniformly random. `Debug` is redacted.
 #[derive(Clone, PartialEq, Eq)]
 pub struct LoginCode(String);
@@ -31,7 +25,7 @@ impl LoginCode {
         let limit = u64::MAX - (u64::MAX % modulus);
         let value = loop {
             let mut bytes = [0u8; 8];
-            fill_random(&mut bytes);
+            super::random::fill(&mut bytes);
             let candidate = u64::from_le_bytes(bytes);
             if candidate < limit {
                 break candidate % modulus;

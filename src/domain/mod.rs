@@ -9,6 +9,7 @@ mod name;
 mod network;
 mod password;
 mod password_hash;
+pub(crate) mod random;
 mod sealing;
 mod secret;
 mod user_token;

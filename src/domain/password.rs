@@ -316,7 +316,7 @@ fn argon2id() -> Argon2<'static> {
 
 fn hash_now(password: &str) -> Result<String, HashingError> {
     let mut salt = [0u8; 16];
-    super::code::fill_random(&mut salt);
+    super::random::fill(&mut salt);
     let salt = SaltString::encode_b64(&salt).map_err(|e| HashingError::Failed(e.to_string()))?;
     argon2id()
         .hash_password(password.as_bytes(), &salt)

@@ -37,7 +37,7 @@ impl std::fmt::Debug for MasterKey {
 impl MasterKey {
     pub fn generate() -> MasterKey {
         let mut key = [0u8; 32];
-        super::code::fill_random(&mut key);
+        super::random::fill(&mut key);
         MasterKey(SecretBox::new(Box::new(key)))
     }
 
@@ -62,7 +62,7 @@ impl MasterKey {
     /// Seals `plain`, bound to `place` (e.g. `signing_keys.private_key:KID`).
     pub fn seal(&self, place: &str, plain: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
-        super::code::fill_random(&mut nonce);
+        super::random::fill(&mut nonce);
         let sealed = self
             .cipher()
             .encrypt(

@@ -68,7 +68,7 @@ pub struct SecretToken(String);
 impl SecretToken {
     pub fn generate(kind: TokenKind) -> SecretToken {
         let mut bytes = [0u8; 32];
-        crate::domain::code::fill_random(&mut bytes);
+        crate::domain::random::fill(&mut bytes);
         SecretToken::with_body(kind, &bytes)
     }
 
@@ -80,7 +80,7 @@ impl SecretToken {
             .map_or(0, |since| since.as_millis() as u64);
         let mut bytes = [0u8; TIME_LED_BYTES];
         bytes[..TIME_BYTES].copy_from_slice(&millis.to_be_bytes()[8 - TIME_BYTES..]);
-        crate::domain::code::fill_random(&mut bytes[TIME_BYTES..]);
+        crate::domain::random::fill(&mut bytes[TIME_BYTES..]);
         SecretToken::with_body(kind, &bytes)
     }
 
@@ -93,7 +93,7 @@ impl SecretToken {
     /// not be guessable (event ids).
     pub fn generate_raw(bytes: usize) -> String {
         let mut buf = vec![0u8; bytes];
-        crate::domain::code::fill_random(&mut buf);
+        crate::domain::random::fill(&mut buf);
         URL_SAFE_NO_PAD.encode(buf)
     }
 

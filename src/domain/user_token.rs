@@ -56,7 +56,7 @@ impl UserTokenKey {
     /// A new USER_TOKEN: `usr_` and the base64url of the random bytes and their tag.
     pub fn issue(&self) -> SecretToken {
         let mut body = [0u8; RANDOM_BYTES + TAG_BYTES];
-        super::code::fill_random(&mut body[..RANDOM_BYTES]);
+        super::random::fill(&mut body[..RANDOM_BYTES]);
         let tag = self.tag(&body[..RANDOM_BYTES]);
         body[RANDOM_BYTES..].copy_from_slice(&tag);
         SecretToken::with_body(TokenKind::User, &body)

@@ -54,7 +54,7 @@ impl Auth {
         let now = self.now();
         let app_token = SecretToken::generate(TokenKind::App);
         let admin_token = SecretToken::generate(TokenKind::Admin);
-        let project_id = uuid::Uuid::new_v4().to_string();
+        let project_id = crate::domain::random::uuid_v4().to_string();
         tx.insert_project(&NewProject {
             id: project_id.clone(),
             name: name.to_owned(),

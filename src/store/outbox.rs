@@ -372,7 +372,7 @@ pub struct SealedMessage {
 
 impl SealedMessage {
     fn seal(master: &MasterKey, plain: NewMessage) -> SealedMessage {
-        let seal_key = uuid::Uuid::new_v4().simple().to_string();
+        let seal_key = crate::domain::random::uuid_v4().simple().to_string();
         let place = |column| sealing::outbox_place(column, 0, Some(&seal_key));
         SealedMessage {
             subject: master.seal_text(&place("subject"), &plain.subject),
