@@ -201,7 +201,7 @@ impl Store {
         };
         let (pool, writer) = match backend {
             Backend::Sqlite => {
-                sqlite_memory::use_process_allocator();
+                sqlite_memory::use_mimalloc();
                 // SQLite has one writer. Writers queue here, in FIFO order and woken at
                 // once, rather than in SQLite's busy handler, which sleeps (1, 2, 5 ...
                 // 100 ms) between tries: under load most of a write's time went there.
