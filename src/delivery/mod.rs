@@ -118,7 +118,10 @@ impl Deliverer {
         let mut written = self.folder.write(files.collect()).await.into_iter();
         outcomes
             .into_iter()
-            .map(|outcome| outcome.and_then(|_| written.next().unwrap_or(Ok(()))))
+            // (The thread answers for every file; a missing answer is no success.)
+            .map(|outcome| {
+                outcome.and_then(|_| written.next().unwrap_or_else(|| stopped(1).remove(0)))
+            })
             .collect()
     }
 
