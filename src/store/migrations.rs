@@ -98,12 +98,6 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0015_cascade_indexes.sql"),
         include_str!("../../migrations/postgres/0015_cascade_indexes.sql"),
     ),
-    (
-        16,
-        "outbox due pending only",
-        include_str!("../../migrations/sqlite/0016_outbox_due_pending_only.sql"),
-        include_str!("../../migrations/postgres/0016_outbox_due_pending_only.sql"),
-    ),
 ];
 
 pub(super) fn migrator(backend: Backend) -> Migrator {
