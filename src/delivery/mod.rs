@@ -70,13 +70,15 @@ impl Deliverer {
     ) -> Result<(), String> {
         match message.channel {
             Channel::Email => {
-                let mail = self.mail_of(message)?;
                 match &self.mail {
-                    MailTransport::Smtp(transport) => mail::send(transport, mail).await,
-                    MailTransport::Folder => {
-                        let file = (file_name(message, "eml"), mail.formatted());
-                        self.folder.write(vec![file]).await.remove(0)
+                    MailTransport::Smtp(transport) => {
+                        mail::send(transport, self.mail_of(message)?).await
                     }
+                    // (The worker sends folder mails in batches; one is a batch of one.)
+                    MailTransport::Folder => self
+                        .write_mails(std::slice::from_ref(message))
+                        .await
+                        .remove(0),
                 }
             }
             Channel::Sms => match project_sms.as_ref().or(self.sms.as_ref()) {
@@ -119,9 +121,7 @@ impl Deliverer {
         outcomes
             .into_iter()
             // (The thread answers for every file; a missing answer is no success.)
-            .map(|outcome| {
-                outcome.and_then(|_| written.next().unwrap_or_else(|| stopped(1).remove(0)))
-            })
+            .map(|outcome| outcome.and_then(|_| written.next().unwrap_or_else(|| Err(stopped()))))
             .collect()
     }
 
@@ -206,15 +206,15 @@ impl FolderWriter {
         match sent {
             Ok(()) => match outcomes.await {
                 Ok(outcomes) => outcomes,
-                Err(_) => stopped(count),
+                Err(_) => vec![Err(stopped()); count],
             },
-            Err(_) => stopped(count),
+            Err(_) => vec![Err(stopped()); count],
         }
     }
 }
 
-fn stopped(count: usize) -> Vec<Result<(), String>> {
-    vec![Err("the outbox folder's thread stopped".to_owned()); count]
+fn stopped() -> String {
+    "the outbox folder's thread stopped".to_owned()
 }
 
 /// Writes `name` in `folder` (made if missing) under another name first, then renames
