@@ -1177,6 +1177,29 @@ mod tests {
         assert_eq!(committed_names(&dir), ["a"]);
     }
 
+    /// A batch that reaches its limit commits though transactions are queued behind it;
+    /// they start the next one (fails with the limit gone: one batch of all).
+    #[tokio::test]
+    async fn a_full_batch_commits_and_those_queued_start_the_next() {
+        let (dir, writer) = writer_with_table().await;
+        let batches_before = writer.state.lock().await.batches;
+        let transactions: Vec<_> = (0..BATCH_LIMIT + 8)
+            .map(|n| {
+                let writer = writer.clone();
+                tokio::spawn(async move {
+                    let mut tx = writer.begin().await.unwrap();
+                    insert(&mut tx, &format!("t{n}")).unwrap();
+                    commit(tx).await
+                })
+            })
+            .collect();
+        for transaction in transactions {
+            transaction.await.unwrap().unwrap();
+        }
+        assert_eq!(writer.state.lock().await.batches - batches_before, 2);
+        assert_eq!(committed_names(&dir).len(), BATCH_LIMIT + 8);
+    }
+
     #[tokio::test]
     async fn the_last_transaction_in_line_lets_ready_ones_join_its_commit() {
         let (dir, writer) = writer_with_table().await;
