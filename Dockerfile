@@ -14,6 +14,7 @@ WORKDIR /src
 # Everything cargo needs to parse the manifest (the bench targets are declared in
 # Cargo.toml) and to run build.rs (proto/, third_party/) and the include_str!'d migrations.
 COPY Cargo.toml Cargo.lock build.rs ./
+COPY .cargo ./.cargo
 COPY src ./src
 COPY proto ./proto
 COPY migrations ./migrations
