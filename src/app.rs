@@ -416,7 +416,7 @@ impl Application {
             app = app.merge(http::metrics_routes(self.auth.clone()));
         }
         let app = app
-            .route_layer(axum::middleware::from_fn(crate::observe::tag_route))
+            .route_layer(crate::observe::TagRouteLayer)
             .fallback(not_found)
             // Every response carries the request id (the caller's, or a new one).
             .layer(PropagateRequestIdLayer::new(request_id.clone()))
@@ -426,10 +426,9 @@ impl Application {
             })
             // The request's span, log line and metrics; around the deadline, so requests
             // cut off get theirs too.
-            .layer(axum::middleware::from_fn_with_state(
-                self.auth.clone(),
-                crate::observe::log_request,
-            ))
+            .layer(crate::observe::LogRequestLayer {
+                auth: self.auth.clone(),
+            })
             // Outermost: every layer inside sees the request id.
             .layer(SetRequestIdLayer::new(
                 request_id,

@@ -3,12 +3,13 @@
 //! (target `security`). Never a token, code or password: only ids and outcomes.
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::ConnectInfo;
 use axum::http::Request;
-use axum::middleware::Next;
 use axum::response::Response;
+use futures_util::future::BoxFuture;
 use prost::Message;
 use std::collections::HashSet;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
@@ -32,23 +33,80 @@ pub fn note_project(project_id: &str) {
 }
 
 /// The route template a request matched (`/project/{project_id}/auth/login`), put on the
-/// response by [`tag_route`] for the metrics: paths themselves are unbounded.
+/// response by [`TagRouteLayer`] for the metrics: paths themselves are unbounded.
 #[derive(Clone, Debug)]
-pub struct RouteLabel(pub String);
+pub struct RouteLabel(pub axum::extract::MatchedPath);
 
-/// Inside the router (as a route layer): remembers which route matched.
-pub async fn tag_route(
-    matched: Option<axum::extract::MatchedPath>,
-    request: Request<Body>,
-    next: Next,
-) -> Response {
-    let mut response = next.run(request).await;
-    if let Some(matched) = matched {
-        response
-            .extensions_mut()
-            .insert(RouteLabel(matched.as_str().to_owned()));
+/// Inside the router (as a route layer): remembers which route matched. A plain tower
+/// layer rather than a boxed middleware: it wraps every route, on the hot path.
+#[derive(Clone, Copy, Debug)]
+pub struct TagRouteLayer;
+
+impl<S> tower::Layer<S> for TagRouteLayer {
+    type Service = TagRoute<S>;
+
+    fn layer(&self, inner: S) -> TagRoute<S> {
+        TagRoute { inner }
     }
-    response
+}
+
+#[derive(Clone, Debug)]
+pub struct TagRoute<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<Request<Body>> for TagRoute<S>
+where
+    S: tower::Service<Request<Body>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = TaggedRoute<S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let matched = request
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .cloned();
+        TaggedRoute {
+            inner: self.inner.call(request),
+            matched,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub struct TaggedRoute<F> {
+        #[pin]
+        inner: F,
+        matched: Option<axum::extract::MatchedPath>,
+    }
+}
+
+impl<F, E> std::future::Future for TaggedRoute<F>
+where
+    F: std::future::Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let mut response = std::task::ready!(this.inner.poll(cx))?;
+        if let Some(matched) = this.matched.take() {
+            response.extensions_mut().insert(RouteLabel(matched));
+        }
+        std::task::Poll::Ready(Ok(response))
+    }
 }
 
 /// Request ids for requests that came without one: UUIDs, as tower-http's
@@ -138,8 +196,61 @@ fn grpc_code_name(code: i32) -> &'static str {
         .unwrap_or("Unknown")
 }
 
-/// Logs each request once it is answered.
-pub async fn log_request(State(auth): State<Auth>, request: Request<Body>, next: Next) -> Response {
+/// The request's span, log line and metrics, written once it is answered. A plain tower
+/// layer rather than a boxed middleware: it sits on the hot path, and calling the inner
+/// service directly spares cloning the whole stack of routes under it per request.
+#[derive(Clone)]
+pub struct LogRequestLayer {
+    pub auth: Auth,
+}
+
+impl<S> tower::Layer<S> for LogRequestLayer {
+    type Service = LogRequest<S>;
+
+    fn layer(&self, inner: S) -> LogRequest<S> {
+        LogRequest {
+            auth: self.auth.clone(),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct LogRequest<S> {
+    auth: Auth,
+    inner: S,
+}
+
+impl<S> tower::Service<Request<Body>> for LogRequest<S>
+where
+    S: tower::Service<Request<Body>, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        log_request(&self.auth, request, |request| self.inner.call(request))
+    }
+}
+
+/// Logs the request once `inner` has answered it.
+fn log_request<F>(
+    auth: &Auth,
+    request: Request<Body>,
+    inner: impl FnOnce(Request<Body>) -> F,
+) -> BoxFuture<'static, Result<Response, Infallible>>
+where
+    F: std::future::Future<Output = Result<Response, Infallible>> + Send + 'static,
+{
     let started = Instant::now();
     let grpc = crate::server::is_grpc(&request);
     let path = request.uri().path().to_owned();
@@ -181,64 +292,68 @@ pub async fn log_request(State(auth): State<Auth>, request: Request<Body>, next:
     if let Some(parent) = crate::traces::parent_from(request.headers()) {
         let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent);
     }
-    let (response, project) = NOTES
-        .scope(
-            Mutex::new(None),
-            async move {
-                let response = next.run(request).await;
-                let project = NOTES.with(|notes| notes.lock().ok().and_then(|mut n| n.take()));
-                (response, project)
-            }
-            .instrument(span.clone()),
-        )
-        .await;
-    let took = started.elapsed();
-    let latency_ms = took.as_secs_f64() * 1e3;
-    let project = project.unwrap_or_default();
-    span.record("project_id", project.as_str());
-    if let Some((service, method)) = rpc {
-        // Errors are trailers-only answers: their status is in the headers.
-        let code = response
-            .headers()
-            .get("grpc-status")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<i32>().ok())
-            .unwrap_or(0);
-        let code = grpc_code_name(code);
-        span.record("status", code);
-        crate::metrics::rpc_handled(service, method, code, took);
-        tracing::info!(
-            target: "request",
-            transport = "grpc",
-            rpc = %path.trim_start_matches('/'),
-            status = %code,
-            latency_ms = format_args!("{latency_ms:.2}"),
-            request_id = %request_id,
-            project_id = %project,
-            client = %client,
-            "request"
-        );
-    } else {
-        span.record("status", response.status().as_u16());
-        let route = response
-            .extensions()
-            .get::<RouteLabel>()
-            .map_or("unmatched", |label| label.0.as_str());
-        crate::metrics::http_handled(route, &method, response.status().as_u16(), took);
-        tracing::info!(
-            target: "request",
-            transport = "http",
-            method = %method,
-            route = %path,
-            status = response.status().as_u16(),
-            latency_ms = format_args!("{latency_ms:.2}"),
-            request_id = %request_id,
-            project_id = %project,
-            client = %client,
-            "request"
-        );
-    }
-    response
+    // Made now, polled in the request's scope and span below (calls only build futures).
+    let answer = inner(request);
+    Box::pin(async move {
+        let (response, project) = NOTES
+            .scope(
+                Mutex::new(None),
+                async move {
+                    let Ok(response) = answer.await;
+                    let project = NOTES.with(|notes| notes.lock().ok().and_then(|mut n| n.take()));
+                    (response, project)
+                }
+                .instrument(span.clone()),
+            )
+            .await;
+        let took = started.elapsed();
+        let latency_ms = took.as_secs_f64() * 1e3;
+        let project = project.unwrap_or_default();
+        span.record("project_id", project.as_str());
+        if let Some((service, method)) = rpc {
+            // Errors are trailers-only answers: their status is in the headers.
+            let code = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i32>().ok())
+                .unwrap_or(0);
+            let code = grpc_code_name(code);
+            span.record("status", code);
+            crate::metrics::rpc_handled(service, method, code, took);
+            tracing::info!(
+                target: "request",
+                transport = "grpc",
+                rpc = %path.trim_start_matches('/'),
+                status = %code,
+                latency_ms = format_args!("{latency_ms:.2}"),
+                request_id = %request_id,
+                project_id = %project,
+                client = %client,
+                "request"
+            );
+        } else {
+            span.record("status", response.status().as_u16());
+            let route = response
+                .extensions()
+                .get::<RouteLabel>()
+                .map_or("unmatched", |label| label.0.as_str());
+            crate::metrics::http_handled(route, &method, response.status().as_u16(), took);
+            tracing::info!(
+                target: "request",
+                transport = "http",
+                method = %method,
+                route = %path,
+                status = response.status().as_u16(),
+                latency_ms = format_args!("{latency_ms:.2}"),
+                request_id = %request_id,
+                project_id = %project,
+                client = %client,
+                "request"
+            );
+        }
+        Ok(response)
+    })
 }
 
 /// A security event, as one log line with target `security`.

@@ -2,25 +2,79 @@
 //! (`/project/{id}/...`) or the request's `token` (or event `id`) parameter, which a
 //! preflight carries too since it uses the same URL.
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::future::{BoxFuture, Either};
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+use tower::{Layer, Service};
 
 use crate::service::Auth;
 
 const ALLOWED_METHODS: &str = "GET, POST, PUT, DELETE, OPTIONS";
 const ALLOWED_HEADERS: &str = "authorization, content-type, x-token, x-request-id";
 
-pub async fn layer(State(auth): State<Auth>, request: Request, next: Next) -> Response {
-    let Some(origin) = request
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|o| o.to_str().ok())
-        .map(str::to_owned)
-    else {
-        return next.run(request).await;
-    };
+/// The CORS layer of the HTTP routes. A plain tower layer rather than a boxed middleware:
+/// requests without an `Origin` (servers, sidecars, the hot path) pass straight through.
+#[derive(Clone)]
+pub struct CorsLayer {
+    pub auth: Auth,
+}
+
+impl<S> Layer<S> for CorsLayer {
+    type Service = Cors<S>;
+
+    fn layer(&self, inner: S) -> Cors<S> {
+        Cors {
+            auth: self.auth.clone(),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Cors<S> {
+    auth: Auth,
+    inner: S,
+}
+
+impl<S> Service<Request> for Cors<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<S::Future, BoxFuture<'static, Result<Response, Infallible>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let Some(origin) = request
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|o| o.to_str().ok())
+            .map(str::to_owned)
+        else {
+            return Either::Left(self.inner.call(request));
+        };
+        // The service made ready is the one called (tower's rule); a clone stays behind.
+        let ready = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, ready);
+        let auth = self.auth.clone();
+        Either::Right(Box::pin(async move {
+            Ok(with_origin(auth, origin, request, inner).await)
+        }))
+    }
+}
+
+async fn with_origin<S>(auth: Auth, origin: String, request: Request, mut inner: S) -> Response
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
     // Only owned strings cross the await: a request body is not `Sync`.
     let path = request.uri().path().to_owned();
     let query = request.uri().query().unwrap_or_default().to_owned();
@@ -54,7 +108,7 @@ pub async fn layer(State(auth): State<Auth>, request: Request, next: Next) -> Re
         );
         return response;
     }
-    let mut response = next.run(request).await;
+    let Ok(mut response) = inner.call(request).await;
     if allowed {
         allow(response.headers_mut(), &origin);
         response.headers_mut().insert(

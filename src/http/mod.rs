@@ -6,7 +6,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router, middleware};
+use axum::{Json, Router};
 use std::sync::OnceLock;
 use utoipa::OpenApi;
 
@@ -41,7 +41,7 @@ pub fn router(auth: Auth) -> Router {
         .merge(oauth::routes())
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(auth.clone(), cors::layer))
+        .layer(cors::CorsLayer { auth: auth.clone() })
         .with_state(auth)
 }
 
