@@ -238,18 +238,19 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        log_request(&self.auth, request, |request| self.inner.call(request))
+        log_request(&self.auth, request, &mut self.inner)
     }
 }
 
 /// Logs the request once `inner` has answered it.
-fn log_request<F>(
+fn log_request<S>(
     auth: &Auth,
     request: Request<Body>,
-    inner: impl FnOnce(Request<Body>) -> F,
+    inner: &mut S,
 ) -> BoxFuture<'static, Result<Response, Infallible>>
 where
-    F: std::future::Future<Output = Result<Response, Infallible>> + Send + 'static,
+    S: tower::Service<Request<Body>, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
 {
     let started = Instant::now();
     let grpc = crate::server::is_grpc(&request);
@@ -293,7 +294,7 @@ where
         let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent);
     }
     // Made now, polled in the request's scope and span below (calls only build futures).
-    let answer = inner(request);
+    let answer = inner.call(request);
     Box::pin(async move {
         let (response, project) = NOTES
             .scope(
