@@ -69,7 +69,7 @@ impl Auth {
         let policy = &self.inner.policy;
         let token = self.inner.user_tokens.issue();
         // Time-ordered, like uids: the id's index grows at its end.
-        let session_id = uuid::Uuid::now_v7().to_string();
+        let session_id = crate::domain::random::uuid_v7().to_string();
         let expires_at = now + policy.session_ttl_seconds;
         tx.insert_session(&NewSession {
             id: session_id.clone(),

@@ -176,7 +176,7 @@ fn parse_import_row(
             .map_err(|_| "uid must be a 36-character UUID".to_owned())?
             .hyphenated()
             .to_string(),
-        None => uuid::Uuid::now_v7().to_string(),
+        None => crate::domain::random::uuid_v7().to_string(),
     };
     let password_hash = match row
         .password_hash

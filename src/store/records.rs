@@ -150,8 +150,8 @@ pub struct NewUser {
 
 impl NewUser {
     /// A plain (not root) user with a fresh uid; `verified_at` when the name is vouched for.
-    /// uids are UUIDv7: 74 random bits behind the millisecond of registration, so a new
-    /// user's entry goes to the end of the uid index instead of a random page of it.
+    /// uids are UUIDv7 (the millisecond of registration, a counter, 62 random bits), so a
+    /// new user's entry goes to the end of the uid index instead of a random page of it.
     pub fn new(
         project_id: &str,
         name: Option<&str>,
@@ -159,7 +159,7 @@ impl NewUser {
         verified_at: Option<i64>,
     ) -> NewUser {
         NewUser {
-            uid: uuid::Uuid::now_v7().to_string(),
+            uid: crate::domain::random::uuid_v7().to_string(),
             project_id: project_id.to_owned(),
             name: name.map(str::to_owned),
             root: false,
