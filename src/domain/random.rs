@@ -66,9 +66,10 @@ pub(crate) fn uuid_v7() -> uuid::Uuid {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_millis() as u64);
-    let mut random = [0u8; 10];
-    fill(&mut random);
-    let seed = u64::from(u16::from_le_bytes([random[8], random[9]]) & 0x7ff);
+    // The counter's 12 bits (its seed, in the lower half), then the random tail.
+    let mut counter_random = [0u8; 10];
+    fill(&mut counter_random);
+    let seed = u64::from(u16::from_be_bytes([counter_random[0], counter_random[1]]) & 0x7ff);
     let fresh = (now_ms << 12) | seed;
     let mut last = LAST_V7.load(Ordering::Relaxed);
     let next = loop {
@@ -84,14 +85,8 @@ pub(crate) fn uuid_v7() -> uuid::Uuid {
             Err(current) => last = current,
         }
     };
-    let mut bytes = [0u8; 16];
-    bytes[..6].copy_from_slice(&(next >> 12).to_be_bytes()[2..]);
-    bytes[6..8].copy_from_slice(&((next & 0xfff) as u16).to_be_bytes());
-    bytes[8..].copy_from_slice(&random[..8]);
-    uuid::Builder::from_bytes(bytes)
-        .with_version(uuid::Version::SortRand)
-        .with_variant(uuid::Variant::RFC4122)
-        .into_uuid()
+    counter_random[..2].copy_from_slice(&((next & 0xfff) as u16).to_be_bytes());
+    uuid::Builder::from_unix_timestamp_millis(next >> 12, &counter_random).into_uuid()
 }
 
 #[cfg(test)]
