@@ -6,6 +6,14 @@ use std::sync::Mutex;
 
 use super::*;
 
+/// The outbox's insert (a macro, so `concat!` can add PostgreSQL's RETURNING to it).
+macro_rules! outbox_insert {
+    () => {
+        "INSERT INTO outbox (channel, recipient, subject, body, sender, next_attempt_at, created_at, project_id, seal_key, lease_owner)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    };
+}
+
 impl Store {
     /// (messages not delivered yet, creation time of the oldest).
     pub async fn outbox_backlog(&self) -> StoreResult<(i64, Option<i64>)> {
@@ -219,26 +227,30 @@ impl Tx {
         } = sealed;
         let claim = self.local_outbox.claim();
         let next_attempt_at = plain.created_at + claim.as_ref().map_or(0, |c| c.lease_seconds);
-        let row = sqlx::query(
-            "INSERT INTO outbox (channel, recipient, subject, body, sender, next_attempt_at, created_at, project_id, seal_key, lease_owner)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-             RETURNING id",
-        )
-        .bind(plain.channel.as_str())
-        .bind(&plain.recipient)
-        .bind(subject)
-        .bind(body)
-        .bind(plain.sender.as_deref())
-        .bind(next_attempt_at)
-        .bind(plain.created_at)
-        .bind(plain.project_id.as_deref())
-        .bind(&seal_key)
-        .bind(claim.as_ref().map(|c| c.owner.as_str()))
-        .fetch_one(&mut self.tx)
-        .await?;
-        let leased = match claim {
-            Some(_) => Some(OutboxMessage {
-                id: row.try_get("id")?,
+        // SQLite runs a RETURNING through a temporary table of its own, in the one
+        // writer's time: there the id is the row id of the insert.
+        let insert = match self.backend {
+            Backend::Sqlite => outbox_insert!(),
+            Backend::Postgres => concat!(outbox_insert!(), " RETURNING id"),
+        };
+        let query = sqlx::query(insert)
+            .bind(plain.channel.as_str())
+            .bind(&plain.recipient)
+            .bind(subject)
+            .bind(body)
+            .bind(plain.sender.as_deref())
+            .bind(next_attempt_at)
+            .bind(plain.created_at)
+            .bind(plain.project_id.as_deref())
+            .bind(&seal_key)
+            .bind(claim.as_ref().map(|c| c.owner.as_str()));
+        let id = match self.backend {
+            Backend::Sqlite => query.execute(&mut self.tx).await?.last_insert_id(),
+            Backend::Postgres => Some(query.fetch_one(&mut self.tx).await?.try_get("id")?),
+        };
+        let leased = match (claim, id) {
+            (Some(_), Some(id)) => Some(OutboxMessage {
+                id,
                 project_id: plain.project_id,
                 channel: plain.channel,
                 recipient: plain.recipient,
@@ -250,7 +262,9 @@ impl Tx {
                 created_at: plain.created_at,
                 seal_key: Some(seal_key),
             }),
-            None => None,
+            // (No id: SQLite always gives one. Were it missing, the lease would run out and
+            // any worker would send the message.)
+            _ => None,
         };
         let local = self.local_outbox.clone();
         self.on_commit

@@ -137,6 +137,24 @@ record! {
     }
 }
 
+impl UserRecord {
+    /// The record of `user` as inserted with row id `id`: the columns it leaves to their
+    /// defaults (no encryption) included. A test reads the row back to keep this honest.
+    pub fn inserted(id: i64, user: &NewUser) -> UserRecord {
+        UserRecord {
+            id,
+            uid: user.uid.clone(),
+            project_id: user.project_id.clone(),
+            name: user.name.clone(),
+            root: user.root,
+            encrypted: false,
+            encryption_text: None,
+            created_at: user.created_at,
+            verified_at: user.verified_at,
+        }
+    }
+}
+
 pub struct NewUser {
     pub uid: String,
     pub project_id: String,

@@ -42,24 +42,36 @@ impl Tx {
     /// registration won the race. Never aborts the transaction, so a whole import batch
     /// can be checked and reported.
     pub async fn insert_user(&mut self, user: &NewUser) -> StoreResult<Option<UserRecord>> {
-        // (SQLite needs the WHERE to read ON CONFLICT as the upsert clause.)
-        Ok(sqlx::query_as(&format!(
+        // (SQLite needs the WHERE to read ON CONFLICT as the upsert clause.) SQLite runs a
+        // RETURNING through a temporary table of its own, opened and closed per statement
+        // in the one writer's time; there the record is the row as inserted instead.
+        let returning = match self.backend {
+            Backend::Sqlite => String::new(),
+            Backend::Postgres => format!("RETURNING {}", UserRecord::column_list()),
+        };
+        let insert = format!(
             "INSERT INTO users (uid, project_id, name, root, password_hash, created_at, verified_at)
              SELECT $1, $2, $3, $4, $5, $6, $7
              WHERE NOT EXISTS (SELECT 1 FROM retired_uids WHERE uid = $1)
-             ON CONFLICT DO NOTHING
-             RETURNING {}",
-            UserRecord::column_list()
-        ))
-        .bind(&user.uid)
-        .bind(&user.project_id)
-        .bind(user.name.as_deref())
-        .bind(user.root as i64)
-        .bind(user.password_hash.as_deref())
-        .bind(user.created_at)
-        .bind(user.verified_at)
-        .fetch_optional(&mut self.tx)
-        .await?)
+             ON CONFLICT DO NOTHING {returning}"
+        );
+        let query = sqlx::query(&insert)
+            .bind(&user.uid)
+            .bind(&user.project_id)
+            .bind(user.name.as_deref())
+            .bind(user.root as i64)
+            .bind(user.password_hash.as_deref())
+            .bind(user.created_at)
+            .bind(user.verified_at);
+        if self.backend == Backend::Postgres {
+            let row = query.fetch_optional(&mut self.tx).await?;
+            return Ok(row.map(|row| sqlx::FromRow::from_row(&row)).transpose()?);
+        }
+        let done = query.execute(&mut self.tx).await?;
+        Ok(match (done.rows_affected(), done.last_insert_id()) {
+            (1, Some(id)) => Some(UserRecord::inserted(id, user)),
+            _ => None,
+        })
     }
 
     /// The first proof that the user holds the mailbox (a code or link confirmed, or an
@@ -163,5 +175,45 @@ impl Tx {
             .execute(&mut self.tx)
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On SQLite an inserted user's record is made from what was inserted, not read back:
+    /// it must be the row as stored, defaults included. A name taken gives none.
+    #[tokio::test]
+    async fn an_inserted_user_is_the_row_as_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("users.db").display());
+        let store = Store::connect(&url).unwrap();
+        store.migrate().await.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        tx.insert_project(&NewProject {
+            id: "p".into(),
+            name: "P".into(),
+            app_token: "app_p".into(),
+            admin_token_hash: [1; 32],
+            anonymous_login: false,
+            recovery: false,
+            created_at: 1,
+        })
+        .await
+        .unwrap();
+        for (name, verified_at) in [(Some("a@example.com"), Some(6)), (None, None)] {
+            let user = NewUser::new("p", name, 5, verified_at);
+            let inserted = tx.insert_user(&user).await.unwrap().expect("inserted");
+            let stored = tx.user_by_id(inserted.id).await.unwrap().expect("stored");
+            assert_eq!(format!("{inserted:?}"), format!("{stored:?}"));
+        }
+        let again = NewUser::new("p", Some("a@example.com"), 7, None);
+        assert!(
+            tx.insert_user(&again).await.unwrap().is_none(),
+            "name taken"
+        );
+        tx.commit().await.unwrap();
+        store.close().await;
     }
 }
