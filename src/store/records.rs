@@ -140,7 +140,7 @@ record! {
 impl UserRecord {
     /// The record of `user` as inserted with row id `id`: the columns it leaves to their
     /// defaults (no encryption) included. A test reads the row back to keep this honest.
-    pub fn inserted(id: i64, user: &NewUser) -> UserRecord {
+    pub(super) fn inserted(id: i64, user: &NewUser) -> UserRecord {
         UserRecord {
             id,
             uid: user.uid.clone(),

@@ -104,4 +104,22 @@ mod tests {
             assert_eq!(round_up(13), 16);
         }
     }
+
+    /// `.cargo/config.toml` builds SQLite without SQLITE_ENABLE_MEMORY_MANAGEMENT (one
+    /// global mutex around every connection's page cache); a build that lost the setting
+    /// (another config, a LIBSQLITE3_FLAGS of its own) shows here.
+    #[test]
+    fn sqlite_is_built_without_the_shared_page_cache() {
+        let option = c"ENABLE_MEMORY_MANAGEMENT";
+        assert_eq!(
+            unsafe { ffi::sqlite3_compileoption_used(option.as_ptr()) },
+            0
+        );
+        let threadsafe = c"THREADSAFE=1";
+        assert_eq!(
+            unsafe { ffi::sqlite3_compileoption_used(threadsafe.as_ptr()) },
+            1,
+            "the probe reads the compile options"
+        );
+    }
 }

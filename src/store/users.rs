@@ -2,6 +2,17 @@
 
 use super::*;
 
+/// The user insert (a macro, so `concat!` can add PostgreSQL's RETURNING to it). SQLite
+/// needs the WHERE to read ON CONFLICT as the upsert clause.
+macro_rules! users_insert {
+    () => {
+        "INSERT INTO users (uid, project_id, name, root, password_hash, created_at, verified_at)
+         SELECT $1, $2, $3, $4, $5, $6, $7
+         WHERE NOT EXISTS (SELECT 1 FROM retired_uids WHERE uid = $1)
+         ON CONFLICT DO NOTHING"
+    };
+}
+
 /// A user by name, through the pool or inside a transaction.
 async fn user_by_name<'e>(
     db: impl Executor<'e, Database = Any>,
@@ -42,20 +53,21 @@ impl Tx {
     /// registration won the race. Never aborts the transaction, so a whole import batch
     /// can be checked and reported.
     pub async fn insert_user(&mut self, user: &NewUser) -> StoreResult<Option<UserRecord>> {
-        // (SQLite needs the WHERE to read ON CONFLICT as the upsert clause.) SQLite runs a
-        // RETURNING through a temporary table of its own, opened and closed per statement
-        // in the one writer's time; there the record is the row as inserted instead.
-        let returning = match self.backend {
-            Backend::Sqlite => String::new(),
-            Backend::Postgres => format!("RETURNING {}", UserRecord::column_list()),
+        // SQLite runs a RETURNING through a temporary table of its own, opened and closed
+        // per statement in the one writer's time: there the record is the row as inserted
+        // and the statement a constant (no formatting on every code start).
+        let returning;
+        let insert = match self.backend {
+            Backend::Sqlite => users_insert!(),
+            Backend::Postgres => {
+                returning = format!(
+                    concat!(users_insert!(), " RETURNING {}"),
+                    UserRecord::column_list()
+                );
+                returning.as_str()
+            }
         };
-        let insert = format!(
-            "INSERT INTO users (uid, project_id, name, root, password_hash, created_at, verified_at)
-             SELECT $1, $2, $3, $4, $5, $6, $7
-             WHERE NOT EXISTS (SELECT 1 FROM retired_uids WHERE uid = $1)
-             ON CONFLICT DO NOTHING {returning}"
-        );
-        let query = sqlx::query(&insert)
+        let query = sqlx::query(insert)
             .bind(&user.uid)
             .bind(&user.project_id)
             .bind(user.name.as_deref())
@@ -63,15 +75,19 @@ impl Tx {
             .bind(user.password_hash.as_deref())
             .bind(user.created_at)
             .bind(user.verified_at);
-        if self.backend == Backend::Postgres {
-            let row = query.fetch_optional(&mut self.tx).await?;
-            return Ok(row.map(|row| sqlx::FromRow::from_row(&row)).transpose()?);
+        match self.backend {
+            Backend::Sqlite => {
+                let done = query.execute(&mut self.tx).await?;
+                Ok(match (done.rows_affected(), done.last_insert_id()) {
+                    (1, Some(id)) => Some(UserRecord::inserted(id, user)),
+                    _ => None,
+                })
+            }
+            Backend::Postgres => {
+                let row = query.fetch_optional(&mut self.tx).await?;
+                Ok(row.map(|row| sqlx::FromRow::from_row(&row)).transpose()?)
+            }
         }
-        let done = query.execute(&mut self.tx).await?;
-        Ok(match (done.rows_affected(), done.last_insert_id()) {
-            (1, Some(id)) => Some(UserRecord::inserted(id, user)),
-            _ => None,
-        })
     }
 
     /// The first proof that the user holds the mailbox (a code or link confirmed, or an
