@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::domain::Clock;
 use crate::store::{Channel, OutboxMessage, Store};
 
-pub use mail::{MailTransport, build_message, sender_for, validate_sender};
+pub use mail::{MailTransport, OutgoingMail, format_mail, sender_for, validate_sender};
 pub use sms::{SmsWebhook, WebhookClient, check_webhook_url};
 
 /// Sends one message for real, or writes it into the outbox folder.
@@ -72,7 +72,7 @@ impl Deliverer {
             Channel::Email => {
                 match &self.mail {
                     MailTransport::Smtp(transport) => {
-                        mail::send(transport, self.mail_of(message)?).await
+                        mail::send(transport, &self.mail_of(message)?).await
                     }
                     // (The worker sends folder mails in batches; one is a batch of one.)
                     MailTransport::Folder => self
@@ -110,7 +110,7 @@ impl Deliverer {
             .iter()
             .map(|message| {
                 let mail = self.mail_of(message)?;
-                Ok((file_name(message, "eml"), mail.formatted()))
+                Ok((file_name(message, "eml"), mail.text))
             })
             .collect();
         let files = outcomes
@@ -125,18 +125,18 @@ impl Deliverer {
             .collect()
     }
 
-    fn mail_of(&self, message: &OutboxMessage) -> Result<lettre::Message, String> {
+    fn mail_of(&self, message: &OutboxMessage) -> Result<OutgoingMail, String> {
         let sender = sender_for(
             message.sender.as_deref(),
             &self.default_sender,
             &self.sender_domains,
         );
-        build_message(
+        format_mail(
             sender,
             &message.recipient,
             &message.subject,
             &message.body,
-            Some(message_id(message, &self.default_sender)),
+            message_id(message, &self.default_sender),
         )
     }
 }
