@@ -122,4 +122,24 @@ mod tests {
             "the probe reads the compile options"
         );
     }
+
+    /// `.cargo/config.toml` defines SQLite's memory barrier as an acquire-release fence,
+    /// which x86 needs no instruction for, instead of a full one (`__sync_synchronize`,
+    /// `lock or` or `mfence`). SQLite runs it in `sqlite3_initialize`, which each
+    /// `sqlite3_malloc` calls: ~50 times a code start, for the savepoint journal's blocks,
+    /// and each waited for the page just copied to leave the store buffer (~2 % of a code
+    /// start's CPU). A build that lost the setting has the full fence in the function's
+    /// first bytes again (three of them in 1 KiB, seen without it).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn sqlite_initialize_runs_no_full_fence() {
+        let start = ffi::sqlite3_initialize as *const u8;
+        // SAFETY: code pages are readable; 1 KiB from a function's start stays in SQLite's
+        // code (the library's functions are laid out together).
+        let code = unsafe { std::slice::from_raw_parts(start, 1024) };
+        let lock_or = [0xf0, 0x48, 0x83, 0x0c, 0x24, 0x00]; // lock orq $0x0,(%rsp)
+        let mfence = [0x0f, 0xae, 0xf0];
+        assert!(!code.windows(lock_or.len()).any(|w| w == lock_or));
+        assert!(!code.windows(mfence.len()).any(|w| w == mfence));
+    }
 }
