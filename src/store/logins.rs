@@ -24,9 +24,9 @@ impl Tx {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(request.token_hash.as_slice())
-        .bind(&request.project_id)
+        .bind(request.project_id.as_str())
         .bind(request.user_id)
-        .bind(&request.name)
+        .bind(request.name.as_str())
         .bind(request.code_hmac.as_slice())
         .bind(request.link_token_hash.as_slice())
         .bind(request.attempts_left)

@@ -235,14 +235,14 @@ impl Tx {
         };
         let query = sqlx::query(insert)
             .bind(plain.channel.as_str())
-            .bind(&plain.recipient)
+            .bind(plain.recipient.as_str())
             .bind(subject)
             .bind(body)
             .bind(plain.sender.as_deref())
             .bind(next_attempt_at)
             .bind(plain.created_at)
             .bind(plain.project_id.as_deref())
-            .bind(&seal_key)
+            .bind(seal_key.as_str())
             .bind(claim.as_ref().map(|c| c.owner.as_str()));
         let id = match self.backend {
             Backend::Sqlite => query.execute(&mut self.tx).await?.last_insert_id(),

@@ -808,6 +808,9 @@ impl Statement {
         Ok(statement)
     }
 
+    /// Text and blobs are bound in place (`SQLITE_STATIC`), not copied: `values` outlives
+    /// the statement's run, and [`Connection::run_prepared`] clears the bindings before it
+    /// returns, so SQLite never holds a pointer into them after.
     fn bind(&self, db: *mut ffi::sqlite3, values: &[AnyValueKind<'_>]) -> Result<(), SqliteError> {
         for (parameter, &index) in (1..).zip(&self.arguments) {
             let value = values.get(index).ok_or_else(|| {
@@ -838,7 +841,7 @@ impl Statement {
                         parameter,
                         text.as_ptr().cast(),
                         length(text.len())?,
-                        ffi::SQLITE_TRANSIENT(),
+                        ffi::SQLITE_STATIC(),
                     ),
                     // A zero-length slice's pointer is dangling but not null, so an empty
                     // blob stays an empty blob (a null pointer would bind NULL).
@@ -847,7 +850,7 @@ impl Statement {
                         parameter,
                         bytes.as_ptr().cast(),
                         length(bytes.len())?,
-                        ffi::SQLITE_TRANSIENT(),
+                        ffi::SQLITE_STATIC(),
                     ),
                     _ => {
                         return Err(SqliteError::new(

@@ -68,8 +68,8 @@ impl Tx {
             }
         };
         let query = sqlx::query(insert)
-            .bind(&user.uid)
-            .bind(&user.project_id)
+            .bind(user.uid.as_str())
+            .bind(user.project_id.as_str())
             .bind(user.name.as_deref())
             .bind(user.root as i64)
             .bind(user.password_hash.as_deref())
