@@ -6,7 +6,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use secrecy::{ExposeSecret, SecretBox};
 
@@ -14,6 +14,7 @@ use secrecy::{ExposeSecret, SecretBox};
 const BYTES_PREFIX: &[u8] = b"PCS1";
 const TEXT_PREFIX: &str = "pcs1:";
 const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
 
 /// The 32-byte master key. `Debug` never shows it.
 pub struct MasterKey(SecretBox<[u8; 32]>);
@@ -61,19 +62,25 @@ impl MasterKey {
 
     /// Seals `plain`, bound to `place` (e.g. `signing_keys.private_key:KID`).
     pub fn seal(&self, place: &str, plain: &[u8]) -> Vec<u8> {
+        let mut sealed = Vec::with_capacity(BYTES_PREFIX.len() + NONCE_LEN + plain.len() + TAG_LEN);
+        sealed.extend_from_slice(BYTES_PREFIX);
+        self.seal_onto(place, plain, &mut sealed);
+        sealed
+    }
+
+    /// Appends the nonce, `plain` encrypted in place, and the tag to `out`: one buffer
+    /// for the whole value (outbox mail is sealed on every code start).
+    fn seal_onto(&self, place: &str, plain: &[u8], out: &mut Vec<u8>) {
         let mut nonce = [0u8; NONCE_LEN];
         super::random::fill(&mut nonce);
-        let sealed = self
+        out.extend_from_slice(&nonce);
+        let start = out.len();
+        out.extend_from_slice(plain);
+        let tag = self
             .cipher()
-            .encrypt(
-                &XNonce::from(nonce),
-                Payload {
-                    msg: plain,
-                    aad: place.as_bytes(),
-                },
-            )
+            .encrypt_in_place_detached(&XNonce::from(nonce), place.as_bytes(), &mut out[start..])
             .expect("XChaCha20-Poly1305 encryption does not fail");
-        [BYTES_PREFIX, &nonce, &sealed].concat()
+        out.extend_from_slice(&tag);
     }
 
     pub fn open(&self, place: &str, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
@@ -95,11 +102,12 @@ impl MasterKey {
     }
 
     pub fn seal_text(&self, place: &str, plain: &str) -> String {
-        let sealed = self.seal(place, plain.as_bytes());
-        format!(
-            "{TEXT_PREFIX}{}",
-            STANDARD_NO_PAD.encode(&sealed[BYTES_PREFIX.len()..])
-        )
+        let mut sealed = Vec::with_capacity(NONCE_LEN + plain.len() + TAG_LEN);
+        self.seal_onto(place, plain.as_bytes(), &mut sealed);
+        let mut text = String::with_capacity(TEXT_PREFIX.len() + sealed.len().div_ceil(3) * 4);
+        text.push_str(TEXT_PREFIX);
+        STANDARD_NO_PAD.encode_string(&sealed, &mut text);
+        text
     }
 
     pub fn open_text(&self, place: &str, sealed: &str) -> Result<String, SealError> {
