@@ -587,7 +587,8 @@ impl Connection {
         // transaction is a savepoint of its batch (group commit), and SQLite keeps the
         // pages a savepoint may restore in a sub-journal, a temporary file once past 64 KiB:
         // under load its writes were a sixth of the service's CPU (the kernel's file
-        // writes). In memory it is at most a batch's pages, freed at its COMMIT.
+        // writes). In memory it holds one member's pages at most (a member's savepoint is
+        // the outermost one, so its RELEASE empties the journal).
         connection.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;
              PRAGMA journal_size_limit = 67108864; PRAGMA temp_store = MEMORY;",
