@@ -97,64 +97,42 @@ fn plain_mail(
     date: std::time::SystemTime,
 ) -> Option<Vec<u8>> {
     let body = seven_bit(body)?;
-    let (name, address): (Option<&str>, &str) = (sender.name.as_deref(), sender.email.as_ref());
-    let recipient: &str = recipient.as_ref();
-    let quoted = match name {
-        None => false,
-        Some(name) if plain_text(name) && name.bytes().all(|b| b.is_ascii_alphanumeric()) => false,
-        Some(name)
-            if plain_text(name) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' ') =>
-        {
-            true
+    let address: &str = sender.email.as_ref();
+    // A display name of letters and digits goes as it is; with single spaces, quoted.
+    let from = match sender.name.as_deref() {
+        None => address.to_owned(),
+        Some(name) if !plain_text(name) => return None,
+        Some(name) if name.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+            format!("{name} <{address}>")
+        }
+        Some(name) if name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' ') => {
+            format!("\"{name}\" <{address}>")
         }
         Some(_) => return None,
     };
-    let from_length =
-        name.map_or(0, |name| name.len() + 3 + 2 * usize::from(quoted)) + address.len();
     let headers = [
-        ("Message-ID", message_id.len()),
-        ("From", from_length),
-        ("To", recipient.len()),
-        ("Subject", subject.len()),
+        ("Message-ID", message_id),
+        ("From", from.as_str()),
+        ("To", recipient.as_ref()),
+        ("Subject", subject),
     ];
-    let fits = headers
-        .iter()
-        .all(|(header, length)| header.len() + 2 + length <= MAX_PLAIN_LINE);
-    if !fits
-        || ![message_id, address, recipient, subject]
-            .into_iter()
-            .all(plain_text)
-    {
+    let plain = |(header, value): &(&str, &str)| {
+        header.len() + 2 + value.len() <= MAX_PLAIN_LINE && plain_text(value)
+    };
+    if !headers.iter().all(plain) {
         return None;
     }
-    let date = httpdate::fmt_http_date(date);
     let mut text = Vec::with_capacity(256 + subject.len() + body.len());
-    text.extend_from_slice(b"Message-ID: ");
-    text.extend_from_slice(message_id.as_bytes());
-    text.extend_from_slice(b"\r\nFrom: ");
-    match (name, quoted) {
-        (None, _) => text.extend_from_slice(address.as_bytes()),
-        (Some(name), quoted) => {
-            let quote: &[u8] = if quoted { b"\"" } else { b"" };
-            for part in [
-                quote,
-                name.as_bytes(),
-                quote,
-                b" <",
-                address.as_bytes(),
-                b">",
-            ] {
-                text.extend_from_slice(part);
-            }
+    for (header, value) in headers {
+        for part in [header, ": ", value, "\r\n"] {
+            text.extend_from_slice(part.as_bytes());
         }
     }
+    // httpdate writes RFC 7231's "GMT"; mail wants a numeric zone, as lettre writes.
+    let date = httpdate::fmt_http_date(date);
     for part in [
-        b"\r\nTo: ".as_slice(),
-        recipient.as_bytes(),
-        b"\r\nSubject: ",
-        subject.as_bytes(),
-        b"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 7bit\r\nDate: ",
-        // httpdate writes RFC 7231's "GMT"; mail wants a numeric zone, as lettre writes.
+        b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 7bit\r\nDate: "
+            .as_slice(),
         date.strip_suffix("GMT")?.as_bytes(),
         b"+0000\r\n\r\n",
         &body,

@@ -229,24 +229,30 @@ impl Tx {
         let next_attempt_at = plain.created_at + claim.as_ref().map_or(0, |c| c.lease_seconds);
         // SQLite runs a RETURNING through a temporary table of its own, in the one
         // writer's time: there the id is the row id of the insert.
-        let insert = match self.backend {
-            Backend::Sqlite => outbox_insert!(),
-            Backend::Postgres => concat!(outbox_insert!(), " RETURNING id"),
+        let bound = |sql| {
+            sqlx::query(sql)
+                .bind(plain.channel.as_str())
+                .bind(plain.recipient.as_str())
+                .bind(subject)
+                .bind(body)
+                .bind(plain.sender.as_deref())
+                .bind(next_attempt_at)
+                .bind(plain.created_at)
+                .bind(plain.project_id.as_deref())
+                .bind(seal_key.as_str())
+                .bind(claim.as_ref().map(|c| c.owner.as_str()))
         };
-        let query = sqlx::query(insert)
-            .bind(plain.channel.as_str())
-            .bind(plain.recipient.as_str())
-            .bind(subject)
-            .bind(body)
-            .bind(plain.sender.as_deref())
-            .bind(next_attempt_at)
-            .bind(plain.created_at)
-            .bind(plain.project_id.as_deref())
-            .bind(seal_key.as_str())
-            .bind(claim.as_ref().map(|c| c.owner.as_str()));
         let id = match self.backend {
-            Backend::Sqlite => query.execute(&mut self.tx).await?.last_insert_id(),
-            Backend::Postgres => Some(query.fetch_one(&mut self.tx).await?.try_get("id")?),
+            Backend::Sqlite => bound(outbox_insert!())
+                .execute(&mut self.tx)
+                .await?
+                .last_insert_id(),
+            Backend::Postgres => Some(
+                bound(concat!(outbox_insert!(), " RETURNING id"))
+                    .fetch_one(&mut self.tx)
+                    .await?
+                    .try_get("id")?,
+            ),
         };
         let leased = match (claim, id) {
             (Some(_), Some(id)) => Some(OutboxMessage {

@@ -56,35 +56,30 @@ impl Tx {
         // SQLite runs a RETURNING through a temporary table of its own, opened and closed
         // per statement in the one writer's time: there the record is the row as inserted
         // and the statement a constant (no formatting on every code start).
-        let returning;
-        let insert = match self.backend {
-            Backend::Sqlite => users_insert!(),
-            Backend::Postgres => {
-                returning = format!(
-                    concat!(users_insert!(), " RETURNING {}"),
-                    UserRecord::column_list()
-                );
-                returning.as_str()
-            }
+        let bound = |sql| {
+            sqlx::query(sql)
+                .bind(user.uid.as_str())
+                .bind(user.project_id.as_str())
+                .bind(user.name.as_deref())
+                .bind(user.root as i64)
+                .bind(user.password_hash.as_deref())
+                .bind(user.created_at)
+                .bind(user.verified_at)
         };
-        let query = sqlx::query(insert)
-            .bind(user.uid.as_str())
-            .bind(user.project_id.as_str())
-            .bind(user.name.as_deref())
-            .bind(user.root as i64)
-            .bind(user.password_hash.as_deref())
-            .bind(user.created_at)
-            .bind(user.verified_at);
         match self.backend {
             Backend::Sqlite => {
-                let done = query.execute(&mut self.tx).await?;
+                let done = bound(users_insert!()).execute(&mut self.tx).await?;
                 Ok(match (done.rows_affected(), done.last_insert_id()) {
                     (1, Some(id)) => Some(UserRecord::inserted(id, user)),
                     _ => None,
                 })
             }
             Backend::Postgres => {
-                let row = query.fetch_optional(&mut self.tx).await?;
+                let sql = format!(
+                    concat!(users_insert!(), " RETURNING {}"),
+                    UserRecord::column_list()
+                );
+                let row = bound(&sql).fetch_optional(&mut self.tx).await?;
                 Ok(row.map(|row| sqlx::FromRow::from_row(&row)).transpose()?)
             }
         }
