@@ -13,9 +13,15 @@ use libmimalloc_sys as mimalloc;
 use libsqlite3_sys as ffi;
 use std::ffi::{c_int, c_void};
 
-/// Configures SQLite once per process, before its first connection opens. SQLite
-/// refuses configuration once started (something else in the process opened a database
-/// first): then it keeps its defaults, which work, only slower.
+/// Configures SQLite once per process, before it first allocates. Anything that opens a
+/// SQLite database calls this first (the store, the writer's connections), but the
+/// process may hold other users of SQLite (sqlx opened by a test, another library): if
+/// one of them got there first, SQLite keeps its own allocator, which works, only slower.
+///
+/// Swapping the allocator under blocks SQLite already handed out would free them with the
+/// wrong one (a crash, seen when tests opened SQLite beside the store). SQLite sets its
+/// allocator up under its main mutex, before anything is allocated, and counts what it
+/// allocates from then on: with that mutex held, nothing in use means nobody is midway.
 pub(super) fn use_mimalloc() {
     static CONFIGURED: std::sync::Once = std::sync::Once::new();
     CONFIGURED.call_once(|| {
@@ -29,11 +35,17 @@ pub(super) fn use_mimalloc() {
             xShutdown: Some(shutdown),
             pAppData: std::ptr::null_mut(),
         };
-        // SAFETY: both options take the arguments given (SQLite copies the methods);
-        // before sqlite3_initialize nothing else runs in SQLite.
+        // SAFETY: the static mutex needs no initialization of SQLite's allocator; both
+        // options take the arguments given (SQLite copies the methods), and run while
+        // SQLite's initialization waits for the mutex, if it is under way.
         unsafe {
-            ffi::sqlite3_config(ffi::SQLITE_CONFIG_MEMSTATUS, 0 as c_int);
-            ffi::sqlite3_config(ffi::SQLITE_CONFIG_MALLOC, &methods as *const _);
+            let main = ffi::sqlite3_mutex_alloc(ffi::SQLITE_MUTEX_STATIC_MAIN);
+            ffi::sqlite3_mutex_enter(main);
+            if ffi::sqlite3_memory_used() == 0 {
+                ffi::sqlite3_config(ffi::SQLITE_CONFIG_MALLOC, &methods as *const _);
+                ffi::sqlite3_config(ffi::SQLITE_CONFIG_MEMSTATUS, 0 as c_int);
+            }
+            ffi::sqlite3_mutex_leave(main);
         }
     });
 }
@@ -102,6 +114,86 @@ mod tests {
             free(std::ptr::null_mut());
             assert_eq!(size(std::ptr::null_mut()), 0);
             assert_eq!(round_up(13), 16);
+        }
+    }
+
+    /// SQLite being set up by another thread (sqlx opened a database first) when the store
+    /// asks for mimalloc: what SQLite allocated before must be freed by the allocator that
+    /// gave it. SQLite's setup is held where it has allocated but not finished (its page
+    /// cache's start), and the store's call comes then. Runs in a fresh process, the only
+    /// place SQLite is not set up yet.
+    #[test]
+    fn the_allocator_stays_the_one_that_gave_out_sqlite_s_blocks() {
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "store::sqlite_memory::tests::setup_under_way",
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .env(SETUP_UNDER_WAY, "1")
+            .output()
+            .unwrap();
+        let printed = String::from_utf8_lossy(&child.stdout);
+        assert!(
+            child.status.success() && printed.contains("1 passed"),
+            "{printed}{}",
+            String::from_utf8_lossy(&child.stderr)
+        );
+    }
+
+    const SETUP_UNDER_WAY: &str = "PORTCULLIS_TEST_SQLITE_SETUP_UNDER_WAY";
+
+    #[test]
+    #[ignore = "run in a fresh process by the test above"]
+    fn setup_under_way() {
+        use std::sync::{Mutex, OnceLock, mpsc};
+        assert!(
+            std::env::var_os(SETUP_UNDER_WAY).is_some(),
+            "run by the test above"
+        );
+        type CacheInit = unsafe extern "C" fn(*mut c_void) -> c_int;
+        static DEFAULT_INIT: OnceLock<CacheInit> = OnceLock::new();
+        struct Hold {
+            allocated: mpsc::Sender<usize>,
+            resume: mpsc::Receiver<()>,
+        }
+        static HOLD: Mutex<Option<Hold>> = Mutex::new(None);
+        unsafe extern "C" fn held_init(argument: *mut c_void) -> c_int {
+            let hold = HOLD.lock().unwrap().take().unwrap();
+            let block = unsafe { ffi::sqlite3_malloc(64) };
+            hold.allocated.send(block as usize).unwrap();
+            hold.resume.recv().unwrap();
+            unsafe { DEFAULT_INIT.get().unwrap()(argument) }
+        }
+
+        let (allocated, before) = mpsc::channel();
+        let (resume, resumed) = mpsc::channel();
+        *HOLD.lock().unwrap() = Some(Hold {
+            allocated,
+            resume: resumed,
+        });
+        unsafe {
+            let mut cache: ffi::sqlite3_pcache_methods2 = std::mem::zeroed();
+            ffi::sqlite3_config(ffi::SQLITE_CONFIG_GETPCACHE2, &mut cache as *mut _);
+            DEFAULT_INIT.set(cache.xInit.unwrap()).unwrap();
+            cache.xInit = Some(held_init);
+            ffi::sqlite3_config(ffi::SQLITE_CONFIG_PCACHE2, &cache as *const _);
+        }
+        let other = std::thread::spawn(|| unsafe { ffi::sqlite3_initialize() });
+        let before = before.recv().unwrap() as *mut c_void;
+        use_mimalloc();
+        resume.send(()).unwrap();
+        assert_eq!(other.join().unwrap(), ffi::SQLITE_OK);
+        unsafe {
+            let after = ffi::sqlite3_malloc(64);
+            assert_eq!(
+                mimalloc::mi_is_in_heap_region(before),
+                mimalloc::mi_is_in_heap_region(after),
+                "SQLite's allocator was replaced under a block it had given out"
+            );
+            ffi::sqlite3_free(before);
+            ffi::sqlite3_free(after);
         }
     }
 

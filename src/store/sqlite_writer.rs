@@ -701,6 +701,7 @@ impl Drop for Connection {
 }
 
 fn open(path: &CStr) -> Result<*mut ffi::sqlite3, SqliteError> {
+    super::sqlite_memory::use_mimalloc();
     let mut db = std::ptr::null_mut();
     let flags = ffi::SQLITE_OPEN_READWRITE | ffi::SQLITE_OPEN_CREATE | ffi::SQLITE_OPEN_NOMUTEX;
     let rc = unsafe { ffi::sqlite3_open_v2(path.as_ptr(), &mut db, flags, std::ptr::null()) };
