@@ -10,6 +10,26 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// How often memory mimalloc has kept past its purge delay (1 s) is given back.
+const RETURN_FREED_MEMORY_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// mimalloc gives freed memory back to the system a second after it was freed, but only
+/// when some thread next allocates or frees: once the load stopped, an idle service kept
+/// what the load had freed (argon2id's 19 MiB blocks, request buffers) and stayed at
+/// 63-79 MB instead of 37-48. A thread that asks now and then, as allocating would.
+fn return_freed_memory_while_idle() {
+    let _ = std::thread::Builder::new()
+        .name("memory-upkeep".into())
+        .spawn(|| {
+            loop {
+                std::thread::sleep(RETURN_FREED_MEMORY_EVERY);
+                // SAFETY: no arguments to uphold; collects this thread's own cache and
+                // purges what the process freed long enough ago.
+                unsafe { libmimalloc_sys::mi_collect(false) };
+            }
+        });
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse_args();
@@ -217,6 +237,7 @@ async fn offline_auth(
 }
 
 async fn serve(settings: portcullis::Settings) -> anyhow::Result<()> {
+    return_freed_memory_while_idle();
     let shutdown = shutdown_signal();
     let app = Application::build(settings).await?;
     tracing::info!("{}", app.delivery_description());
