@@ -15,8 +15,9 @@ const RETURN_FREED_MEMORY_EVERY: std::time::Duration = std::time::Duration::from
 
 /// mimalloc gives freed memory back to the system a second after it was freed, but only
 /// when some thread next allocates or frees: once the load stopped, an idle service kept
-/// what the load had freed (argon2id's 19 MiB blocks, request buffers) and stayed at
-/// 63-79 MB instead of 37-48. A thread that asks now and then, as allocating would.
+/// what the load had freed (argon2id's 19 MiB blocks, request buffers): 48-79 MB two
+/// seconds after a soak, 39-58 MB with this thread asking now and then, as allocating
+/// would (BENCHMARKS.md, "Memory").
 fn return_freed_memory_while_idle() {
     let _ = std::thread::Builder::new()
         .name("memory-upkeep".into())

@@ -21,7 +21,9 @@ use std::ffi::{c_int, c_void};
 /// Swapping the allocator under blocks SQLite already handed out would free them with the
 /// wrong one (a crash, seen when tests opened SQLite beside the store). SQLite sets its
 /// allocator up under its main mutex, before anything is allocated, and counts what it
-/// allocates from then on: with that mutex held, nothing in use means nobody is midway.
+/// allocates from then on (statistics are on until this turns them off): with that mutex
+/// held, nothing in use means nobody is midway. A build without the statistics fails the
+/// test below.
 pub(super) fn use_mimalloc() {
     static CONFIGURED: std::sync::Once = std::sync::Once::new();
     CONFIGURED.call_once(|| {
