@@ -150,10 +150,9 @@ mod tests {
     #[ignore = "run in a fresh process by the test above"]
     fn setup_under_way() {
         use std::sync::{Mutex, OnceLock, mpsc};
-        assert!(
-            std::env::var_os(SETUP_UNDER_WAY).is_some(),
-            "run by the test above"
-        );
+        if std::env::var_os(SETUP_UNDER_WAY).is_none() {
+            return; // only the fresh process's part (`cargo test -- --include-ignored`)
+        }
         type CacheInit = unsafe extern "C" fn(*mut c_void) -> c_int;
         static DEFAULT_INIT: OnceLock<CacheInit> = OnceLock::new();
         struct Hold {
