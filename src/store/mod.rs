@@ -201,6 +201,8 @@ impl Store {
         };
         let (pool, writer) = match backend {
             Backend::Sqlite => {
+                // Here as well as in the writer's `open`: sqlx opens the readers lazily, and
+                // a read may come before the first write.
                 sqlite_memory::use_mimalloc();
                 // SQLite has one writer. Writers queue here, in FIFO order and woken at
                 // once, rather than in SQLite's busy handler, which sleeps (1, 2, 5 ...
